@@ -1,0 +1,265 @@
+"""A decoder-only transformer, in two families, in one file.
+
+- GPT-2: learned position embeddings, LayerNorm, GELU MLP, biases, tied embeddings.
+- Llama: rotary position embeddings (RoPE), RMSNorm, SwiGLU MLP, grouped-query attention, no biases.
+
+Shapes in comments: B batch, T new tokens this call, S cached + new tokens, C n_embd,
+nh query heads, nkv key/value heads, hs head size, V vocabulary.
+
+The state-dict names here are the native checkpoint format; every importer maps onto them
+(see gpts/weights/*.py: one name table per source format).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpts.config import Config
+from gpts.errors import GptsError
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated to `max_len` slots and addressed by position.
+
+    Slots [0, length) hold the keys/values of tokens already seen; a forward pass writes its T new
+    tokens at [length, length + T) and then advances `length`. Setting `length` back rewinds the
+    cache (reuse a shared prompt prefix); `select` picks batch rows (one prompt, many samples).
+    """
+
+    def __init__(self, config: Config, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device | str):
+        shape = (config.n_layer, batch_size, config.n_kv_head, max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values (B, nkv, T, hs); return all of them so far (B, nkv, S, hs)."""
+        end = self.length + k.shape[2]
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder or repeat) the batch rows given by index tensor `rows`."""
+        self.k = self.k.index_select(1, rows)
+        self.v = self.v.index_select(1, rows)
+
+
+# -- rotary position embeddings (Llama) -------------------------------------------------------------
+
+
+def rope_inv_freq(config: Config, device: torch.device) -> torch.Tensor:
+    """Inverse frequencies (hs/2,), with Llama-3 style long-context scaling when configured."""
+    hs = config.head_dim
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, hs, 2, dtype=torch.int64, device=device).float() / hs))
+    scaling = config.rope_scaling
+    if not scaling:
+        return inv_freq
+    if scaling.get("rope_type", scaling.get("type")) != "llama3":
+        raise GptsError(f"Unsupported rope_scaling {scaling!r}.", "Only Llama-3 style scaling (rope_type 'llama3') is supported.")
+    factor = scaling["factor"]
+    low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def rope_cos_sin(config: Config, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables for positions pos (B, T), each (B, 1, T, hs)."""
+    inv_freq = rope_inv_freq(config, pos.device)
+    freqs = pos[..., None].float() * inv_freq  # (B, T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hs)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, n, T, hs) by position; halves layout (Hugging Face's), not interleaved pairs (llama.cpp's)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+# -- blocks ----------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: Config, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        kv_dim = config.n_kv_head * config.head_dim
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.k_proj = nn.Linear(config.n_embd, kv_dim, bias=config.bias)
+        self.v_proj = nn.Linear(config.n_embd, kv_dim, bias=config.bias)
+        self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hs)
+        # mask None means "every key is visible": either plain causal prefill (T == S) or one new token.
+        is_causal = mask is None and T > 1
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    """GPT-2: down(gelu(up(x))). Llama (SwiGLU): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        hidden = config.intermediate_size
+        self.gate_proj = nn.Linear(config.n_embd, hidden, bias=config.bias) if config.arch == "llama" else None
+        self.up_proj = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.down_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def make_norm(config: Config) -> nn.Module:
+    if config.arch == "llama":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config, layer: int):
+        super().__init__()
+        self.norm_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.norm_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope, cache, mask):
+        x = x + self.attn(self.norm_1(x), rope, cache, mask)
+        return x + self.mlp(self.norm_2(x))
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.context_length, config.n_embd) if config.arch == "gpt2" else None
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_f = make_norm(config)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if not any(p.is_meta for p in self.parameters()):
+            self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2's scheme: N(0, 0.02), with the residual projections scaled down by depth so the
+        # residual stream's variance does not grow with the number of layers.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for proj in (block.attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, 0.0, 0.02 / math.sqrt(2 * self.config.n_layer))
+
+    @classmethod
+    def from_state_dict(cls, config: Config, state_dict: dict[str, torch.Tensor]) -> GPT:
+        """Build a model around existing tensors without first initializing random weights."""
+        with torch.device("meta"):
+            model = cls(config)
+        expected = set(model.state_dict())
+        missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+        if missing or unexpected:
+            raise GptsError(
+                f"Checkpoint tensors do not match the {config.arch} model: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}.",
+                "The weights and config.json come from different models; re-export the checkpoint.",
+            )
+        model.load_state_dict(state_dict, assign=True)
+        return model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.wte.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        return KVCache(self.config, batch_size, max_len or self.config.context_length, self.dtype, self.device)
+
+    def forward(self, idx: torch.Tensor, pos: torch.Tensor | None = None, cache: KVCache | None = None,
+                key_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for tokens idx (B, T), or (B, 1, V) with last_only.
+
+        pos (B, T): each token's position (default: consecutive after what the cache holds).
+        key_mask (B, S): False for slots that hold padding, so no token attends to them.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        S = start + T
+        limit = min(self.config.context_length, cache.max_len) if cache is not None else self.config.context_length
+        if S > limit:
+            raise GptsError(
+                f"The sequence is {S} tokens long but the model's context holds {limit}.",
+                "Shorten the prompt or lower max_new_tokens (or ask for truncation).",
+            )
+        if pos is None:
+            pos = torch.arange(start, S, device=idx.device).expand(B, T)
+
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(pos)
+        else:
+            rope = rope_cos_sin(self.config, pos, x.dtype)  # 2 x (B, 1, T, hs)
+        mask = self._attention_mask(T, start, key_mask, idx.device)
+        for block in self.blocks:
+            x = block(x, rope, cache, mask)
+        if cache is not None:
+            cache.length = S
+        if last_only:
+            x = x[:, -1:]
+        x = self.norm_f(x)
+        weight = self.wte.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, weight)  # (B, T, V)
+
+    @staticmethod
+    def _attention_mask(T: int, start: int, key_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+        """Boolean (B|1, 1, T, S) mask, True where a query may attend; None when plain causal suffices."""
+        if key_mask is None and (start == 0 or T == 1):
+            return None
+        S = start + T
+        query_slot = torch.arange(start, S, device=device)[:, None]  # (T, 1)
+        key_slot = torch.arange(S, device=device)[None, :]  # (1, S)
+        mask = (key_slot <= query_slot)[None, None]  # (1, 1, T, S)
+        if key_mask is not None:
+            # A padding query would see no key at all (softmax over nothing gives NaN, which then
+            # leaks through the values of later layers); letting it see itself keeps it finite.
+            mask = mask & key_mask[:, None, None, :S] | (key_slot == query_slot)
+        return mask
