@@ -137,6 +137,12 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    # Handing nn.Embedding its (uninitialized) weight skips its random init: _init_weights does that, and
+    # random init on the meta device (from_state_dict) would import torch's compiler, about a second.
+    return nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+
+
 def make_norm(config: Config) -> nn.Module:
     if config.arch == "llama":
         return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
@@ -163,8 +169,8 @@ class GPT(nn.Module):
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.context_length, config.n_embd) if config.arch == "gpt2" else None
+        self.wte = _embedding(config.vocab_size, config.n_embd)
+        self.wpe = _embedding(config.context_length, config.n_embd) if config.arch == "gpt2" else None
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_f = make_norm(config)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -1,0 +1,140 @@
+"""The Python API: load a model by reference, then generate, stream and chat.
+
+    import gpts
+    model = gpts.load("default")
+    print(model.generate("The capital of France is", max_new_tokens=8).text)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpts import paths
+from gpts.checkpoint import Checkpoint, save_native
+from gpts.config import Config
+from gpts.errors import GptsError
+from gpts.generate import Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
+from gpts.model import GPT
+from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_generation_defaults, bundled_path, read_checkpoint, resolve
+from gpts.tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise GptsError(f"Unknown dtype {name!r}.", f"Use one of: {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: the network, its tokenizer, its generation defaults, and where it came from."""
+
+    ref: ModelRef
+    gpt: GPT
+    tokenizer: Tokenizer
+    generation_defaults: dict[str, Any]
+
+    @property
+    def config(self) -> Config:
+        return self.gpt.config
+
+    def generation_config(self, **overrides: Any) -> GenerationConfig:
+        """The model's own defaults (generation_config.json), with `overrides` on top (None means "not given")."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(GenerationConfig.from_dict(self.generation_defaults), **given)
+
+    def stream(self, prompts: Prompt | Sequence[Prompt], **options: Any) -> GenerationStream:
+        """Iterate for StreamEvents (token by token); `.completions` afterwards. Options: GenerationConfig fields."""
+        return stream(self.gpt, prompts, self.generation_config(**options), self.tokenizer)
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], **options: Any) -> list[Completion]:
+        """One Completion per prompt and sample (num_return_sequences), in order."""
+        return generate(self.gpt, prompts, self.generation_config(**options), self.tokenizer)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation rendered with the model's chat template, ready for the reply."""
+        return self.tokenizer.encode_chat(messages)
+
+    def chat_stream(self, messages: list[dict[str, str]], **options: Any) -> GenerationStream:
+        return self.stream(self.chat_prompt(messages), **options)
+
+    def chat(self, messages: list[dict[str, str]], **options: Any) -> Completion:
+        """The assistant's next reply to a conversation of {"role", "content"} messages."""
+        return self.generate(self.chat_prompt(messages), **options)[0]
+
+
+def load(ref: str = "default", dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    mref = resolve(ref)
+    ckpt = read_checkpoint(mref, parse_dtype(dtype))
+    if ckpt.tokenizer is None:
+        raise GptsError(f"The model {ref!r} has no tokenizer.",
+                        "Add tokenizer.json (or vocab.json + merges.txt) to the model directory.")
+    gpt = GPT.from_state_dict(ckpt.config, ckpt.state_dict).to(device).eval()
+    return LoadedModel(mref, gpt, ckpt.tokenizer, {**bundled_generation_defaults(mref), **ckpt.generation})
+
+
+# -- catalogue ---------------------------------------------------------------------------------------
+
+
+def list_models() -> list[dict[str, Any]]:
+    rows = []
+    for name in BUNDLED:
+        aliases = [a for a, target in ALIASES.items() if target == name]
+        try:
+            where, available = str(bundled_path(name)), True
+        except GptsError as e:
+            where, available = e.fix, False
+        rows.append({"name": name + "".join(f" ({a})" for a in aliases), "kind": "bundled", "available": available,
+                     "where": where})
+    hub_cache = paths.cache_dir() / "hf"
+    for repo_dir in sorted(hub_cache.glob("models--*")):
+        repo = repo_dir.name.removeprefix("models--").replace("--", "/")
+        rows.append({"name": f"hf:{repo}", "kind": "downloaded", "available": True, "where": str(repo_dir)})
+    return rows
+
+
+def describe_model(ref: str) -> dict[str, Any]:
+    mref = resolve(ref)
+    ckpt = read_checkpoint(mref)
+    c, tok = ckpt.config, ckpt.tokenizer
+    return {
+        "reference": ref,
+        "source": mref.describe(),
+        "architecture": c.arch,
+        "parameters": sum(t.numel() for t in ckpt.state_dict.values()),
+        "context_length": c.context_length,
+        "layers": c.n_layer,
+        "heads": f"{c.n_head} query / {c.n_kv_head} key-value",
+        "embedding": c.n_embd,
+        "vocab_size": c.vocab_size,
+        "tokenizer": "none" if tok is None else
+        f"{tok.vocab_size} tokens, bos={tok.bos_token!r}, eos={tok.eos_token!r}, adds bos: {tok.add_bos}",
+        "chat_template": None if tok is None else tok.chat_template,
+        "config": c.to_dict(),
+    }
+
+
+def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16") -> Path:
+    ckpt: Checkpoint = read_checkpoint(src)
+    out = Path(out)
+    if to == "gpts":
+        return save_native(ckpt, out)
+    if to == "hf":
+        from gpts.weights.hf import write_hf_dir
+
+        write_hf_dir(ckpt, out)
+        return out
+    if to == "gguf":
+        from gpts.weights.gguf import write_gguf
+
+        write_gguf(ckpt, out, dtype=gguf_type)
+        return out
+    raise GptsError(f"Unknown target format {to!r}.", "Use --to gpts, --to hf or --to gguf.")

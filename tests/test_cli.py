@@ -1,0 +1,173 @@
+"""The `gpts` command, through its real entry point (gpts.cli.main), on a tiny model made here."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tokenizers
+import torch
+
+from gpts.checkpoint import Checkpoint, save_native
+from gpts.cli import main
+from gpts.config import Config
+from gpts.model import GPT
+from gpts.tokenizer import Tokenizer
+
+CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20
+
+
+def tiny_tokenizer() -> Tokenizer:
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(CORPUS, trainer)
+    return Tokenizer(backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=128)
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
+    return out
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["gpts", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    code = exit_info.value.code
+    return (0 if code is None else code), captured.out, captured.err
+
+
+def test_generate_prints_only_the_continuation(tiny_model_dir, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "generate", "hello", "--model", str(tiny_model_dir),
+                       "--max-new-tokens", "5", "--temperature", "0", "--ignore-eos")
+    assert code == 0
+    assert out.strip() and "hello" not in out.split()[:1]
+
+
+def test_generate_json_shape_and_seed(tiny_model_dir, monkeypatch, capsys):
+    args = ["generate", "the quick", "--model", str(tiny_model_dir), "--max-new-tokens", "6", "--seed", "3",
+            "--ignore-eos", "-n", "2", "--json"]
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) == {"model", "completions", "usage", "timings"}
+    assert len(result["completions"]) == 2
+    assert all(len(c["token_ids"]) == 6 and c["finish_reason"] == "length" for c in result["completions"])
+    assert result["usage"] == {"prompt_tokens": result["timings"]["prompt_n"], "completion_tokens": 12}
+    assert set(result["timings"]) == {"prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms",
+                                      "predicted_per_second"}
+    again = json.loads(run(monkeypatch, capsys, *args)[1])
+    assert [c["token_ids"] for c in again["completions"]] == [c["token_ids"] for c in result["completions"]]
+
+
+def test_stream_equals_plain_output(tiny_model_dir, monkeypatch, capsys):
+    args = ["generate", "hello world", "--model", str(tiny_model_dir), "--max-new-tokens", "8", "--temperature", "0",
+            "--ignore-eos"]
+    plain = run(monkeypatch, capsys, *args)[1]
+    streamed = run(monkeypatch, capsys, *args, "--stream")[1]
+    assert plain == streamed
+
+
+def test_chat_message_answers_once(tiny_model_dir, monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "chat", "--model", str(tiny_model_dir), "--message", "hello",
+                         "--system", "be brief", "--max-new-tokens", "4", "--temperature", "0")
+    assert code == 0, err
+    assert out.endswith("\n")
+
+
+def test_models_show_and_convert(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "models", "show", str(tiny_model_dir), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["architecture"] == "llama" and info["context_length"] == 128
+    for fmt, target in (("hf", tmp_path / "hf"), ("gguf", tmp_path / "m.gguf"), ("gpts", tmp_path / "native")):
+        code, _, err = run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", fmt, "--out", str(target),
+                           "--gguf-type", "f32")
+        assert code == 0, err
+        assert target.exists()
+        # Every converted model is itself a model reference that generates the same greedy text.
+        gen = ["generate", "hello", "--max-new-tokens", "5", "--temperature", "0", "--ignore-eos", "--json"]
+        original = json.loads(run(monkeypatch, capsys, *gen, "--model", str(tiny_model_dir))[1])
+        converted = json.loads(run(monkeypatch, capsys, *gen, "--model", str(target))[1])
+        assert converted["completions"][0]["token_ids"] == original["completions"][0]["token_ids"]
+
+
+def test_models_list_shows_the_bundled_model(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "models", "list", "--json")
+    assert code == 0
+    assert any(row["name"].startswith("smollm2-135m-instruct") for row in json.loads(out))
+
+
+# -- bad input: a clear paragraph on stderr, a non-zero exit, no traceback ---------------------------------
+
+
+def truncated_gguf(tmp_path: Path) -> Path:
+    from gpts.registry import bundled_path
+
+    path = tmp_path / "truncated.gguf"
+    with open(bundled_path("smollm2-135m-instruct"), "rb") as f:
+        path.write_bytes(f.read(3_000_000))
+    return path
+
+
+def unknown_arch_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    path = tmp_path / "mamba"
+    shutil.copytree(tiny_model_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "arch": "mamba"}))
+    return path
+
+
+BAD_INPUTS = [
+    ("missing path", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "nope")], "No model named"),
+    ("not a gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "x.gguf")], "No model named"),
+    ("truncated gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(truncated_gguf(tmp))], "truncated.gguf"),
+    ("unknown architecture", lambda tmp, tiny: ["generate", "hi", "--model", str(unknown_arch_dir(tmp, tiny))],
+     "Unknown architecture"),
+    ("empty prompt", lambda tmp, tiny: ["generate", "", "--model", str(tiny)], "empty"),
+    ("prompt longer than context", lambda tmp, tiny: ["generate", "hello world " * 100, "--model", str(tiny)],
+     "context"),
+    ("negative temperature", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--temperature", "-1"],
+     "temperature"),
+    ("top_p zero", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--top-p", "0"], "top_p"),
+    ("top_p above one", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--top-p", "1.5"], "top_p"),
+    ("unknown dtype", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--dtype", "int3"], "dtype"),
+    ("unknown format", lambda tmp, tiny: ["convert", str(tiny), "--to", "onnx", "--out", str(tmp / "o")], "onnx"),
+    ("malformed hub ref", lambda tmp, tiny: ["generate", "hi", "--model", "hf:"], "hf:"),
+    ("empty chat message", lambda tmp, tiny: ["chat", "--model", str(tiny), "--message", " "], "empty"),
+]
+
+
+@pytest.mark.parametrize("name,args,expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_a_clear_error(name, args, expected, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, *args(tmp_path, tiny_model_dir))
+    assert code == 1
+    assert expected in err
+    assert "Traceback" not in err + out
+    assert err.startswith("Error:")
+
+
+def test_truncation_when_asked(tiny_model_dir, monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "generate", "hello world " * 100, "--model", str(tiny_model_dir),
+                         "--truncate", "--max-new-tokens", "4", "--ignore-eos", "--json")
+    assert code == 0, err
+    assert json.loads(out)["usage"]["prompt_tokens"] == 124
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    gpts = Path(sys.executable).parent / "gpts"
+    proc = subprocess.run([str(gpts), "generate", "hi", "--model", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "No model named" in proc.stderr and "Traceback" not in proc.stderr
