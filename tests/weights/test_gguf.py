@@ -571,30 +571,18 @@ def bundled_gguf() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def test_bundled_model_reads_quickly_with_its_metadata():
-    import time
-
-    path = bundled_gguf()
-    with torch.device("meta"):
-        GPT(Config.from_name("llama-nano"))  # pays torch's one-time import of its meta-tensor machinery
-    start = time.perf_counter()
-    ckpt = read_gguf(path, tokenizer=False)
-    elapsed = time.perf_counter() - start
+def test_bundled_model_metadata():
+    ckpt = read_gguf(bundled_gguf(), tokenizer=False)
     assert ckpt.config == dataclasses.replace(Config.from_name("smollm2-135m"), name=ckpt.config.name)
     assert ckpt.generation == {"bos_token_id": 1, "eos_token_id": [2], "pad_token_id": 2}
-    assert elapsed < 10, elapsed  # about 1.5 s on an idle 2-core machine; generous for a loaded one
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    """(our model, transformers' model, transformers' tokenizer) from the bundled GGUF."""
-    transformers = pytest.importorskip("transformers")
-    path = bundled_gguf()
-    ckpt = read_gguf(path, tokenizer=False)
+def smollm2(hf_smollm2):
+    """(our model, transformers' model, transformers' tokenizer, our checkpoint) from the bundled GGUF."""
+    hf, tok = hf_smollm2
+    ckpt = read_gguf(bundled_gguf(), tokenizer=False)
     ours = GPT.from_state_dict(ckpt.config, ckpt.state_dict).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                           dtype=torch.float32).eval()
     return ours, hf, tok, ckpt
 
 

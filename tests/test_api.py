@@ -1,0 +1,68 @@
+"""The Python API end to end on the bundled model: reference -> conversion cache -> our tokenizer, chat
+template and generation loop, against transformers' greedy generate() on the same GGUF."""
+
+import pytest
+import torch
+
+import gpts
+from gpts import paths
+
+CHAT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
+RAW = "The history of the printing press begins in"
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return gpts.load("default")
+
+
+def hf_greedy(hf, ids: list[int], n: int) -> list[int]:
+    with torch.no_grad():
+        return hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                           do_sample=False, max_new_tokens=n)[0, len(ids):].tolist()
+
+
+@pytest.mark.slow
+def test_chat_and_raw_greedy_match_transformers(smol, hf_smollm2):
+    hf, hf_tok = hf_smollm2
+    chat_ids = hf_tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert smol.chat_prompt(CHAT) == list(chat_ids)
+    reply = smol.chat(CHAT, temperature=0, max_new_tokens=64)
+    assert reply.token_ids == hf_greedy(hf, list(chat_ids), 64)[:len(reply.token_ids)]
+    assert len(reply.token_ids) >= 48
+    assert reply.text == hf_tok.decode(reply.token_ids, skip_special_tokens=True)
+
+    raw_ids = hf_tok(RAW, add_special_tokens=False).input_ids
+    raw = smol.generate(RAW, temperature=0, max_new_tokens=48, ignore_eos=True)[0]
+    assert raw.token_ids == hf_greedy(hf, raw_ids, 48)
+
+
+@pytest.mark.slow
+def test_batch_of_different_lengths_equals_one_by_one(smol):
+    prompts = [RAW, "Hi", smol.tokenizer.apply_chat_template(CHAT)]
+    batch = smol.generate(prompts, temperature=0, max_new_tokens=24, ignore_eos=True)
+    for prompt, completion in zip(prompts, batch):
+        assert completion.token_ids == smol.generate(prompt, temperature=0, max_new_tokens=24,
+                                                     ignore_eos=True)[0].token_ids
+
+
+@pytest.mark.slow
+def test_conversion_is_cached(smol):
+    first = gpts.load("default")  # this test's own, empty $GPTS_HOME
+    cached = list((paths.cache_dir() / "converted").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    before = (cached[0] / "model.safetensors").stat()
+    again = gpts.load("smollm2-135m-instruct")  # read from the cache, not converted and written again
+    after = (cached[0] / "model.safetensors").stat()
+    assert list((paths.cache_dir() / "converted").iterdir()) == cached
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    for model in (first, again):
+        torch.testing.assert_close(model.gpt.wte.weight, smol.gpt.wte.weight, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_seeded_sampling_is_reproducible(smol):
+    a = smol.chat(CHAT, max_new_tokens=16, seed=5, temperature=0.8)
+    b = smol.chat(CHAT, max_new_tokens=16, seed=5, temperature=0.8)
+    c = smol.chat(CHAT, max_new_tokens=16, seed=6, temperature=0.8)
+    assert a.token_ids == b.token_ids != c.token_ids
