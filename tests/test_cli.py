@@ -129,6 +129,13 @@ def unknown_arch_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return path
 
 
+def precious_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "precious"
+    path.mkdir()
+    (path / "notes.txt").write_text("not a model")
+    return path
+
+
 BAD_INPUTS = [
     ("missing path", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "nope")], "No model named"),
     ("not a gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "x.gguf")], "No model named"),
@@ -144,6 +151,11 @@ BAD_INPUTS = [
     ("top_p above one", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--top-p", "1.5"], "top_p"),
     ("unknown dtype", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--dtype", "int3"], "dtype"),
     ("unknown format", lambda tmp, tiny: ["convert", str(tiny), "--to", "onnx", "--out", str(tmp / "o")], "onnx"),
+    ("convert over a non-model directory", lambda tmp, tiny: ["convert", str(tiny), "--to", "gpts", "--out",
+                                                               str(precious_dir(tmp)), "--force"], "will not replace"),
+    ("convert over an existing model", lambda tmp, tiny: ["convert", str(tiny), "--to", "gpts", "--out", str(tiny)],
+     "--force"),
+    ("offline hub", lambda tmp, tiny: ["generate", "hi", "--model", "hf:someone/missing-model"], "offline"),
     ("malformed hub ref", lambda tmp, tiny: ["generate", "hi", "--model", "hf:"], "hf:"),
     ("empty chat message", lambda tmp, tiny: ["chat", "--model", str(tiny), "--message", " "], "empty"),
 ]
@@ -151,11 +163,22 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("name,args,expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_is_a_clear_error(name, args, expected, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = run(monkeypatch, capsys, *args(tmp_path, tiny_model_dir))
     assert code == 1
     assert expected in err
     assert "Traceback" not in err + out
     assert err.startswith("Error:")
+    assert (tmp_path / "precious" / "notes.txt").exists() == (name == "convert over a non-model directory")
+    assert (tiny_model_dir / "model.safetensors").is_file()
+
+
+def test_convert_force_replaces_a_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    target = tmp_path / "copy"
+    assert run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "gpts", "--out", str(target))[0] == 0
+    code, _, err = run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "hf", "--out", str(target), "--force")
+    assert code == 0, err
+    assert "model_type" in json.loads((target / "config.json").read_text())
 
 
 def test_truncation_when_asked(tiny_model_dir, monkeypatch, capsys):
@@ -171,3 +194,13 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "No model named" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bfloat16_compute(tiny_model_dir, monkeypatch, capsys):
+    args = ["generate", "hello world", "--model", str(tiny_model_dir), "--max-new-tokens", "8", "--temperature", "0",
+            "--ignore-eos", "--json"]
+    code, out, err = run(monkeypatch, capsys, *args, "--dtype", "bfloat16")
+    assert code == 0, err
+    bf16 = json.loads(out)["completions"][0]["token_ids"]
+    f32 = json.loads(run(monkeypatch, capsys, *args)[1])["completions"][0]["token_ids"]
+    assert len(bf16) == 8 and bf16[0] == f32[0]  # rounding may change later picks of a random model, not the first

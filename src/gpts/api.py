@@ -109,7 +109,7 @@ def describe_model(ref: str) -> dict[str, Any]:
         "reference": ref,
         "source": mref.describe(),
         "architecture": c.arch,
-        "parameters": sum(t.numel() for t in ckpt.state_dict.values()),
+        "parameters": sum(t.numel() for t in ckpt.state_dict.values()),  # tied weights counted once
         "context_length": c.context_length,
         "layers": c.n_layer,
         "heads": f"{c.n_head} query / {c.n_kv_head} key-value",
@@ -122,19 +122,33 @@ def describe_model(ref: str) -> dict[str, Any]:
     }
 
 
-def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16") -> Path:
-    ckpt: Checkpoint = read_checkpoint(src)
+def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16", overwrite: bool = False) -> Path:
+    """Write model `src` in format `to` ("gpts", "hf" or "gguf") at `out`; returns `out`."""
+    if to not in ("gpts", "hf", "gguf"):
+        raise GptsError(f"Unknown target format {to!r}.", "Use --to gpts, --to hf or --to gguf.")
     out = Path(out)
+    _check_writable(out, overwrite)
+    ckpt: Checkpoint = read_checkpoint(src)
     if to == "gpts":
-        return save_native(ckpt, out)
-    if to == "hf":
+        save_native(ckpt, out)
+    elif to == "hf":
         from gpts.weights.hf import write_hf_dir
 
         write_hf_dir(ckpt, out)
-        return out
-    if to == "gguf":
+    else:
         from gpts.weights.gguf import write_gguf
 
         write_gguf(ckpt, out, dtype=gguf_type)
-        return out
-    raise GptsError(f"Unknown target format {to!r}.", "Use --to gpts, --to hf or --to gguf.")
+    return out
+
+
+def _check_writable(out: Path, overwrite: bool) -> None:
+    """Writes replace `out` whole, so never point them at something that is not a model."""
+    if not out.exists():
+        return
+    is_model = out.is_file() or (out / "config.json").is_file() or not any(out.iterdir())
+    if not is_model:
+        raise GptsError(f"{out} is a directory that holds something other than a model; gpts will not replace it.",
+                        "Choose a new path for the output.")
+    if not overwrite:
+        raise GptsError(f"{out} already exists.", "Choose a new path, or pass --force to replace it.")

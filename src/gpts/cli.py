@@ -19,7 +19,7 @@ models_app = typer.Typer(no_args_is_help=True, help="List and inspect models.")
 app.add_typer(models_app, name="models")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error paragraph stays one line per sentence in logs
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model reference: a name, a path, or hf:ORG/NAME[@REV].")]
 DtypeOpt = Annotated[str, typer.Option(help="Compute dtype: float32 or bfloat16.")]
@@ -155,6 +155,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         out.print_json(json.dumps(rows))
         return
     table = Table("name", "kind", "available", "where")
+    table.columns[-1].overflow = "fold"  # a path cut short with "..." is of no use
     for row in rows:
         table.add_row(row["name"], row["kind"], "yes" if row["available"] else "no", row["where"])
     out.print(table)
@@ -171,9 +172,11 @@ def models_show(model: Annotated[str, typer.Argument(help="Model reference.")] =
         out.print_json(json.dumps(info))
         return
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for key, value in info.items():
         if key not in ("chat_template", "config"):
-            table.add_row(f"[bold]{key}[/]", str(value))
+            table.add_row(f"[bold]{key}[/]", f"{value:,}" if key == "parameters" else str(value))
     out.print(table)
     out.print("[bold]chat template[/]")
     out.print(info["chat_template"] or "(none: ChatML is used)", markup=False, highlight=False)
@@ -184,11 +187,12 @@ def convert(src: Annotated[str, typer.Argument(help="Model reference to convert.
             to: Annotated[str, typer.Option(help="Target format: gpts, hf or gguf.")],
             out_path: Annotated[Path, typer.Option("--out", "-o", help="Output directory (gpts, hf) or .gguf file.")],
             gguf_type: Annotated[str, typer.Option("--gguf-type", help="GGUF tensor type: f32, f16 or q8_0.")] = "f16",
+            force: Annotated[bool, typer.Option("--force", help="Replace an existing model at --out.")] = False,
             ) -> None:
     """Convert a model between the native, Hugging Face and GGUF formats."""
     from gpts.api import convert_model
 
-    written = convert_model(src, to, out_path, gguf_type=gguf_type)
+    written = convert_model(src, to, out_path, gguf_type=gguf_type, overwrite=force)
     out.print(f"Wrote {written}")
 
 

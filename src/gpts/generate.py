@@ -372,9 +372,9 @@ class GenerationStream:
         if longest + steps <= context:
             return prompts, steps
         if not cfg.truncate:
-            raise GptsError(f"The prompt is {longest} tokens and {steps} new tokens were asked for, "
+            raise GptsError(f"The prompt is {longest} token{'s' * (longest != 1)} and {steps} new tokens were asked for, "
                             f"but the model's context is {context} tokens.",
-                            "Shorten the prompt, ask for fewer new tokens, or turn on truncation.")
+                            "Shorten the prompt, ask for fewer new tokens, or turn on truncation (--truncate).")
         keep = context - steps
         if keep < 1:
             raise GptsError(f"{steps} new tokens leave no room for a prompt in the model's {context}-token context.",

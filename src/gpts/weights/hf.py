@@ -517,7 +517,7 @@ def _offline_error(ref: str, cause: BaseException | None = None) -> GptsError:
     return GptsError(
         f"Could not reach the Hugging Face hub to download {ref}{why}, and it is not in the cache "
         f"({hub_cache_dir()}): gpts is offline.",
-        "Connect to the internet (and unset HF_HUB_OFFLINE) to download it once, "
+        f"Connect to the internet{'' if cause is not None else ' and unset HF_HUB_OFFLINE'} to download it once, "
         "or pass a local model directory or file instead.")
 
 
