@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpts.errors import GptsError
-from gpts.tokenizer import CHATML_TEMPLATE, Tokenizer
+from gpts.tokenizer import CHATML_TEMPLATE, ENDOFTEXT, Tokenizer
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -484,3 +484,46 @@ def test_gguf_export_refuses_what_llama_cpp_cannot_express(tmp_path):
     nfc = Tokenizer.from_dir(d)
     nfc.backend.normalizer = normalizers.NFC()  # as Qwen2's; llama.cpp ignores it
     assert nfc.to_gguf_metadata()["tokenizer.ggml.pre"] == "gpt-2"
+
+
+# -- new vocabularies (pretraining) ----------------------------------------------------------------------------
+
+
+def test_train_bpe_streams_texts_and_saves_like_gpt2(tmp_path):
+    from transformers import AutoTokenizer
+
+    corpus = [t for t in TEXTS if t] * 5
+    tok = Tokenizer.train_bpe(iter(corpus), vocab_size=320)  # an iterator: consumed once
+    again = Tokenizer.train_bpe(iter(corpus), vocab_size=320)
+    assert tok.backend.to_str() == again.backend.to_str()  # deterministic
+    assert 257 < tok.vocab_size <= 320 and tok.token_id(ENDOFTEXT) == tok.eos_id == tok.bos_id == 0
+    assert not tok.add_bos and tok.encode("a<|endoftext|>b")[1] == 0
+    for text in TEXTS:
+        assert tok.decode(tok.encode(text)) == text
+    assert len(tok.encode("龘")) == 3  # unseen: its three UTF-8 bytes
+    tok.save(tmp_path)
+    loaded, hf = Tokenizer.from_dir(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path))
+    assert loaded.eos_token == ENDOFTEXT
+    for text in TEXTS:
+        assert loaded.encode(text) == tok.encode(text) == ids_of(hf, text), text
+
+
+def test_train_bpe_vocabulary_bounds():
+    for size in (0, 256, 2**21):
+        with pytest.raises(GptsError, match="out of range"):
+            Tokenizer.train_bpe(["abc"], size)
+    assert Tokenizer.train_bpe(["abc"], 257).vocab_size == 257  # the bytes and <|endoftext|>
+
+
+def test_char_level_is_nanogpt_vocabulary(tmp_path):
+    text = "First Citizen:\nBefore we proceed, hear me speak. 中文 😀"
+    tok = Tokenizer.char_level(text)
+    chars = sorted(set(text))
+    assert tok.vocab_size == len(chars) and tok.encode(text) == [chars.index(c) for c in text]
+    assert tok.decode(tok.encode(text)) == text  # no spaces between characters
+    assert tok.encode("Fx!") == [chars.index("F")]  # characters outside the vocabulary are dropped
+    assert (tok.bos_id, tok.eos_id) == (None, None) and tok.eos_ids == frozenset()
+    tok.save(tmp_path)
+    loaded = Tokenizer.from_dir(tmp_path)
+    assert loaded.encode(text) == tok.encode(text) and loaded.decode(loaded.encode(text)) == text
+    assert "".join(stream(loaded, loaded.encode(text))) == text

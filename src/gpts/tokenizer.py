@@ -8,6 +8,8 @@ Three ways in, two ways out:
 - `Tokenizer.from_gguf_metadata(fields)`: the `tokenizer.*` metadata of a GGUF file, built the way
   llama.cpp tokenizes: byte-level BPE ("gpt2", with the pre-tokenizer named by `tokenizer.ggml.pre`) or
   SentencePiece-style BPE with byte fallback ("llama").
+- New vocabularies for pretraining: `Tokenizer.train_bpe(texts, vocab_size)` (GPT-2 style byte-level BPE learned
+  from a stream of texts) and `Tokenizer.char_level(chars)` (one token per character, as nanoGPT's shakespeare_char).
 - `save(path)` writes `tokenizer.json` + `tokenizer_config.json` that transformers' AutoTokenizer loads;
   `to_gguf_metadata()` gives the keys a GGUF exporter writes, which `from_gguf_metadata` reads back.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from gpts.errors import GptsError
 from gpts.fileio import write_text
@@ -40,6 +42,11 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 GGUF_MODELS = ("gpt2", "llama")
+
+# A trained BPE: "<|endoftext|>" (GPT-2's document separator) is its only special token. Its vocabulary holds the
+# 256 byte tokens and that token at least; the upper bound only catches typos (an extra digit).
+ENDOFTEXT = "<|endoftext|>"
+BPE_MIN_VOCAB, BPE_MAX_VOCAB = 257, 1 << 20
 
 # -- pre-tokenizers, as llama.cpp's src/llama-vocab.cpp picks them from tokenizer.ggml.pre ------------------------
 
@@ -268,6 +275,13 @@ def _sentencepiece_decoder(add_space_prefix: bool) -> Any:
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
+def check_bpe_vocab_size(vocab_size: int) -> None:
+    if not BPE_MIN_VOCAB <= vocab_size <= BPE_MAX_VOCAB:
+        raise GptsError(f"A BPE vocabulary of {vocab_size} tokens is out of range.",
+                        f"Choose {BPE_MIN_VOCAB} (the 256 bytes + {ENDOFTEXT}) to {BPE_MAX_VOCAB:,} tokens, "
+                        "e.g. bpe:8192 for a small corpus or bpe:50257 as GPT-2.")
+
+
 class Tokenizer:
     def __init__(self, backend: tokenizers.Tokenizer, *, bos_token: str | None = None, eos_token: str | None = None,
                  pad_token: str | None = None, add_bos: bool = False, chat_template: str | None = None,
@@ -340,6 +354,33 @@ class Tokenizer:
             template = _pick_template(saved.get("chat_template") if isinstance(saved, dict) else None)
         tok.chat_template = template
         return tok
+
+    @classmethod
+    def train_bpe(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+        """A new byte-level BPE learned from `texts` (any iterable, consumed once, so a corpus can stream
+        through): GPT-2's pre-tokenizer and byte alphabet, at most `vocab_size` tokens (fewer when the texts
+        run out of pairs to merge), "<|endoftext|>" as id 0 and the bos/eos/unk token."""
+        check_bpe_vocab_size(vocab_size)
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[ENDOFTEXT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        backend.train_from_iterator(texts, trainer)
+        return cls(backend, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT)
+
+    @classmethod
+    def char_level(cls, chars: Iterable[str]) -> Tokenizer:
+        """One token per character: the distinct characters of `chars` in sorted order, id = position (nanoGPT's
+        shakespeare_char vocabulary). No special tokens; characters outside the vocabulary are dropped on encode."""
+        vocab = {c: i for i, c in enumerate(sorted(set(chars)))}
+        if not vocab or any(len(c) != 1 for c in vocab):
+            raise ValueError("char_level needs single characters, at least one")
+        # A BPE without merges over the unsplit text is a character tokenizer; Fuse decodes without spaces.
+        backend = tokenizers.Tokenizer(models.BPE(vocab, []))
+        backend.decoder = decoders.Fuse()
+        return cls(backend)
 
     @staticmethod
     def _gpt2_backend(vocab_file: Path, merges_file: Path) -> tokenizers.Tokenizer:

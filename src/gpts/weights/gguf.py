@@ -352,6 +352,11 @@ def _generation(meta: dict[str, Any]) -> dict[str, Any]:
     return gen
 
 
+def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
+    """A GGUF file's metadata as plain Python values (cheap: no tensor is read)."""
+    return _metadata(_open(Path(path)))
+
+
 def read_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32, tokenizer: bool = True) -> Checkpoint:
     """A GGUF file's model as a Checkpoint: config, dequantized weights (in `dtype`), tokenizer
     (unless tokenizer=False, or the file has no vocabulary) and generation defaults."""

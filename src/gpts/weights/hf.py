@@ -474,7 +474,7 @@ def hub_cache_dir() -> Path:
     return paths.cache_dir() / "hf"
 
 
-def _offline_env() -> bool:
+def hub_offline() -> bool:
     from huggingface_hub import constants
 
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -498,7 +498,7 @@ def _has_weights(path: Path) -> bool:
     return False
 
 
-def _is_network_error(e: BaseException) -> bool:
+def is_network_error(e: BaseException) -> bool:
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     seen: BaseException | None = e
@@ -547,7 +547,7 @@ def download_hf(repo_id: str, revision: str | None = None) -> Path:
                         "Write hf:ORG/NAME, e.g. hf:HuggingFaceTB/SmolLM2-135M-Instruct.") from e
     except OSError:  # LocalEntryNotFoundError, IncompleteSnapshotError: not (fully) cached; go online below
         pass
-    if _offline_env():
+    if hub_offline():
         raise _offline_error(ref)
     try:
         path = snapshot(META_PATTERNS + SAFETENSORS_PATTERNS, local=False)
@@ -563,7 +563,7 @@ def download_hf(repo_id: str, revision: str | None = None) -> Path:
         raise GptsError(f"{repo_id} has no revision {revision!r}.",
                         "Use a branch, tag or commit that exists, or leave out @REVISION for main.") from e
     except Exception as e:
-        if _is_network_error(e):
+        if is_network_error(e):
             raise _offline_error(ref, e) from e
         raise
     if not (path / "config.json").is_file():
