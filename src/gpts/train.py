@@ -1,0 +1,754 @@
+"""Pretraining: a corpus and a model preset (or an existing model) in, a trained model out.
+
+    gpts pretrain --data corpus.txt --out runs/mine
+    torchrun --nproc-per-node 4 $(which gpts) pretrain --data corpus.txt --out runs/mine
+
+One loop serves one process or many (torchrun + DistributedDataParallel). Each optimizer step trains on a
+global batch of `batch_size` random windows of `block_size + 1` tokens drawn by a generator seeded with
+(seed, step): every process draws the same windows and trains on its own share of them, so a run does not
+depend on how many processes share it, and the data position of a resumed run is simply its step.
+
+The run directory (`out_dir`):
+    config.json, model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json
+                        the latest weights as a native checkpoint: the run directory is a model reference
+    best/               the weights with the lowest validation loss so far (a native checkpoint)
+    checkpoint/         what --resume needs: weights, optimizer, step, tokens, clock, RNG states
+    train_config.yaml   the resolved settings
+    metrics.jsonl       one row per logged step; `val_loss` rows are estimates, `full_val_loss` rows cover
+                        the whole validation split
+    loss.png, samples.txt
+    data/               the token shards, when the corpus was given raw
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+import types
+import typing
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gpts.checkpoint import Checkpoint, save_native
+from gpts.config import Config
+from gpts.errors import GptsError
+from gpts.fileio import atomic_path, write_text
+from gpts.model import GPT
+
+if typing.TYPE_CHECKING:
+    from gpts.data import PreparedData
+
+DEFAULT_MAX_STEPS = 1000  # when no max_steps, max_tokens or max_time is given: minutes on a laptop CPU
+DEFAULT_TOKENIZER = "bpe:8192"  # for a corpus given raw, without --init
+SAMPLE_TEMPERATURE = 0.8
+SETTINGS_FILE = "train_config.yaml"
+STATE_FILE = "state.pt"
+# What a run trains on and what it trains: a resumed run keeps its own.
+FIXED_ON_RESUME = ("data", "model", "model_config", "init", "tokenizer", "val_fraction", "block_size", "seed")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of `gpts pretrain`: the YAML keys, the --set keys and these field names are the same."""
+
+    # data
+    data: list[str] = field(default_factory=list)  # a prepared directory, or sources to prepare ([]: data.py's default)
+    tokenizer: str | None = None  # for raw sources: a model reference, bpe:N or char (None: --init's, else bpe:8192)
+    val_fraction: float = 0.1  # for raw sources: the share of tokens, from the end, held out
+    out_dir: str = "out/pretrain"
+    # model
+    model: str = "gpt2-nano"  # preset trained from scratch
+    model_config: dict[str, Any] = field(default_factory=dict)  # Config overrides, e.g. {n_layer: 2}
+    init: str | None = None  # continue pretraining this model reference instead
+    resume: bool = False
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda when available
+    dtype: str = "bfloat16"  # autocast compute dtype (weights and optimizer stay float32), or float32
+    compile: bool = False  # torch.compile the model
+    # batch: batch_size sequences per optimizer step in all, split over processes, then over grad_accum micro-steps
+    batch_size: int = 16
+    grad_accum: int = 1
+    block_size: int | None = None  # tokens per sequence (None: the model's context length)
+    # optimizer: AdamW, linear warmup then cosine decay to min_lr
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # step where min_lr is reached (None: max_steps, or what max_tokens makes)
+    weight_decay: float = 0.1  # on 2-D weights (embeddings too, as nanoGPT), not on biases and norms
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0: off
+    # stopping: whichever comes first
+    max_steps: int | None = None  # None with no max_tokens/max_time: 1000
+    max_tokens: int | None = None
+    max_time: float | None = None  # seconds of training (summed over resumes), checked at log and eval steps
+    target_val_loss: float | None = None  # when set, every evaluation covers the whole validation split
+    # reporting
+    eval_interval: int = 250
+    eval_batches: int = 20  # batches of batch_size sequences in a validation estimate
+    log_interval: int = 10
+    checkpoint_interval: int = 1000
+    sample_tokens: int = 200  # tokens sampled at each evaluation (0: none)
+    sample_prompt: str | None = None  # None: the first tokens of the validation split
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval",
+                     "checkpoint_interval", "block_size", "max_steps", "max_tokens", "max_time", "lr_decay_steps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise GptsError(f"Setting {name}={value} must be positive.", f"Give {name} a value above 0.")
+        for name in ("warmup_steps", "min_lr", "weight_decay", "grad_clip", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise GptsError(f"Setting {name}={getattr(self, name)} is negative.", f"Give {name} a value >= 0.")
+        if self.learning_rate <= 0:
+            raise GptsError(f"Setting learning_rate={self.learning_rate} must be positive.", "Try 1e-3.")
+        if not 0 < self.val_fraction < 1:
+            raise GptsError(f"Setting val_fraction={self.val_fraction} is not between 0 and 1.", "Try 0.1.")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise GptsError(f"Settings beta1={self.beta1}, beta2={self.beta2} must lie in [0, 1).", "Try 0.9 and 0.99.")
+        if self.dtype not in ("bfloat16", "float32"):
+            raise GptsError(f"Setting dtype={self.dtype!r} is not bfloat16 or float32.", "Use one of those two.")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Settings from a YAML file, then `overrides` on top; when resuming, the run's saved settings underneath."""
+        settings = {**(_read_yaml(Path(path)) if path else {}), **(overrides or {})}
+        if settings.get("resume") is True:
+            settings = _resume_settings(settings)
+        return cls.from_dict(settings)
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> TrainConfig:
+        hints = typing.get_type_hints(cls)
+        for key in settings:
+            if key not in hints:
+                close = difflib.get_close_matches(key, hints, n=1)
+                hint = f"Did you mean {close[0]}? " if close else ""
+                raise GptsError(f"Unknown setting {key!r}.", f"{hint}Settings: {', '.join(hints)}.")
+        return cls(**{key: _coerce(key, value, hints[key]) for key, value in settings.items()})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False, allow_unicode=True)
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               list: "a list of strings", dict: "a mapping of KEY: VALUE"}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """A setting from YAML or a flag, checked against its field's type (PyYAML reads 3e-4 as a string)."""
+    optional = typing.get_origin(hint) is types.UnionType  # every union here is `X | None`
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    kind = typing.get_origin(kind) or kind
+    if value is None and optional:
+        return None
+    scalar = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    try:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and scalar and float(value).is_integer():
+            return int(float(value))
+        if kind is float and scalar:
+            return float(value)
+        if kind is str and (scalar or isinstance(value, Path)):
+            return str(value)
+        if kind is list:
+            items = [value] if isinstance(value, (str, Path)) else value
+            if isinstance(items, (list, tuple)) and all(isinstance(i, (str, Path)) for i in items):
+                return [str(i) for i in items]
+        if kind is dict and isinstance(value, dict):
+            return value
+    except (ValueError, OverflowError):
+        pass
+    raise GptsError(f"Setting {key}={value!r} is not {_KIND_NAMES[kind]}.", f"Give {key} {_KIND_NAMES[kind]}.")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise GptsError(f"Cannot read the settings file {path}: {e.strerror}.", "Check the path.") from e
+    try:
+        settings = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise GptsError(f"{path}{where} is not valid YAML: {getattr(e, 'problem', None) or e}.",
+                        "Fix the YAML there (settings are KEY: VALUE lines).") from e
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise GptsError(f"{path} holds a {type(settings).__name__}, not settings.", "Write KEY: VALUE lines.")
+    return settings
+
+
+def _resume_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The run's saved settings, updated by the given ones (which may not change what the run trains)."""
+    out_dir = Path(settings.get("out_dir") or TrainConfig.out_dir)
+    saved_file = out_dir / SETTINGS_FILE
+    if not saved_file.is_file():
+        raise GptsError(f"Cannot resume {out_dir}: it is not a training run (no {SETTINGS_FILE}).",
+                        "Check --out, or leave out --resume to start a new run.")
+    saved = TrainConfig.from_dict(_read_yaml(saved_file))
+    given = TrainConfig.from_dict({**dataclasses.asdict(saved), **settings})
+    changed = [k for k in FIXED_ON_RESUME if k in settings and getattr(given, k) != getattr(saved, k)]
+    if changed:
+        raise GptsError(f"Cannot resume {out_dir} with another {', '.join(changed)}: the run was started with "
+                        + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ".",
+                        "Leave those settings out when resuming, or start a new run with another --out.")
+    return {**dataclasses.asdict(saved), **settings}
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    """This process's place among the torchrun processes (rank 0 of 1 without torchrun)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool  # this module started the process group, so it ends it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            tdist.all_reduce(t)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True when `flag` is true in any process: decisions based on clocks must be the same everywhere."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor(float(flag), device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            tdist.barrier()
+
+
+def start_processes(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise GptsError(f"Unknown device {device!r}.", "Use auto, cpu, cuda or cuda:N.") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GptsError("device=cuda was asked for, but no CUDA GPU is available.", "Use device=cpu or auto.")
+        dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    owns_group = world > 1 and not tdist.is_initialized()
+    if owns_group:
+        tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, dev, owns_group)
+
+
+# -- batches and the schedule -----------------------------------------------------------------------------
+
+
+def window_starts(seed: int, stream: int, index: int, rows: int, n_tokens: int, block_size: int) -> np.ndarray:
+    """Random window starts, a function of (seed, stream, index) only: stream 0 trains, 1 estimates validation."""
+    return np.random.default_rng([seed, stream, index]).integers(0, n_tokens - block_size, size=rows)
+
+
+def windows(tokens: np.ndarray, starts: np.ndarray, block_size: int,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (B, block_size): the tokens at starts..starts+block_size, and one further on."""
+    rows = torch.from_numpy(tokens[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))
+    if device.type == "cuda":
+        rows = rows.pin_memory().to(device, non_blocking=True)
+    return rows[:, :-1], rows[:, 1:]
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """For the update from step to step + 1: linear warmup, then cosine decay to min_lr at lr_decay_steps."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
+    if config.lr_decay_steps is None:
+        return config.learning_rate
+    if step >= config.lr_decay_steps:
+        return config.min_lr
+    progress = (step - config.warmup_steps) / (config.lr_decay_steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_lr)
+
+
+# -- setup: everything checked before the run directory exists ---------------------------------------------
+
+
+@dataclass
+class Setup:
+    config: TrainConfig  # resolved: block_size, tokenizer, max_steps, lr_decay_steps filled in
+    data: PreparedData
+    model_config: Config
+    weights: dict[str, torch.Tensor] | None  # --init's; None: fresh (or from the checkpoint when resuming)
+    generation: dict[str, Any]  # generation_config.json of the saved models
+    resume_state: dict[str, Any] | None
+
+
+def prepared_dir(config: TrainConfig) -> Path | None:
+    """The prepared data directory the run reads: the one given, or the run's own copy (None: not made yet)."""
+    from gpts.data import is_prepared
+
+    if len(config.data) == 1 and is_prepared(config.data[0]):
+        return Path(config.data[0])
+    own = Path(config.out_dir) / "data"
+    return own if is_prepared(own) else None
+
+
+def setup(config: TrainConfig, dist: Dist) -> Setup:
+    """Check everything, prepare the data, and (process 0, new runs) create the run directory in one move."""
+    from gpts.data import PreparedData, prepare
+
+    run_dir = Path(config.out_dir)
+    state = None
+    # Only process 0 looks for an existing run directory: the others may see the one it has just created.
+    if config.resume:
+        state_file = run_dir / "checkpoint" / STATE_FILE
+        if not state_file.is_file():
+            raise GptsError(f"Cannot resume {run_dir}: it has no checkpoint yet.",
+                            "Start it anew (delete it, or pass another --out).")
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    elif dist.main and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise GptsError(f"The run directory {run_dir} already exists.",
+                        "Continue that run with --resume, or pass another --out.")
+
+    init = None
+    if state is not None:
+        shape = Config.from_dict(state["model_config"])
+    elif config.init:
+        from gpts.registry import read_checkpoint
+
+        init = read_checkpoint(config.init)
+        if config.model_config:
+            raise GptsError(f"model_config cannot reshape the model given with --init ({config.init}).",
+                            "Drop model_config, or train a preset from scratch instead of --init.")
+        shape = init.config
+    else:
+        unknown = set(config.model_config) - {f.name for f in dataclasses.fields(Config)}
+        if unknown:
+            raise GptsError(f"Unknown model_config key(s): {', '.join(sorted(unknown))}.",
+                            f"Model settings: {', '.join(f.name for f in dataclasses.fields(Config))}.")
+        shape = Config.from_name(config.model, **config.model_config)
+    block_size = config.block_size or shape.context_length
+    if block_size > shape.context_length:
+        raise GptsError(f"block_size={block_size} is longer than the model's context ({shape.context_length}).",
+                        f"Use block_size <= {shape.context_length}.")
+    if config.batch_size % (dist.world * config.grad_accum):
+        raise GptsError(f"batch_size={config.batch_size} does not split evenly over {dist.world} process(es) "
+                        f"x grad_accum={config.grad_accum}.",
+                        f"Use a batch_size that is a multiple of {dist.world * config.grad_accum}.")
+    max_steps, decay = config.max_steps, config.lr_decay_steps
+    if max_steps is None and config.max_tokens is None and config.max_time is None:
+        max_steps = DEFAULT_MAX_STEPS
+    if decay is None and (max_steps or config.max_tokens):
+        decay = max_steps or math.ceil(config.max_tokens / (config.batch_size * block_size))
+    config = dataclasses.replace(config, block_size=block_size, max_steps=max_steps, lr_decay_steps=decay,
+                                 tokenizer=config.tokenizer or config.init or DEFAULT_TOKENIZER)
+    # The vocabulary is the data's, unless the model (or a model_config override) fixes it.
+    vocab_size = shape.vocab_size if init or state else config.model_config.get("vocab_size")
+
+    if dist.main and not config.resume:
+        with atomic_path(run_dir) as staging:
+            staging.mkdir()
+            source = prepared_dir(config)
+            if source is None:
+                data = prepare(config.data, staging / "data", tokenizer=config.tokenizer,
+                               val_fraction=config.val_fraction)
+            else:
+                data = PreparedData.open(source)
+            check_data(data, config, vocab_size)
+            (staging / SETTINGS_FILE).write_text(config.to_yaml())
+    dist.barrier()  # the other processes read what process 0 prepared
+    source = prepared_dir(config)
+    if source is None:
+        raise GptsError(f"The prepared data of the run {run_dir} is gone (neither {config.data} nor {run_dir / 'data'} "
+                        "holds it).", "Put it back, or start a new run.")
+    data = PreparedData.open(source)
+    check_data(data, config, vocab_size)
+    if config.resume and dist.main:
+        write_text(run_dir / SETTINGS_FILE, config.to_yaml())
+
+    if state is not None:
+        model_config, generation = shape, state["generation"]
+    elif init is not None:
+        model_config, generation = init.config, init.generation
+    else:
+        model_config = dataclasses.replace(shape, vocab_size=vocab_size or data.vocab_size, context_length=block_size)
+        generation = {"temperature": SAMPLE_TEMPERATURE}
+    return Setup(config, data, model_config, init.state_dict if init else None, generation, state)
+
+
+def check_data(data: PreparedData, config: TrainConfig, vocab_size: int | None) -> None:
+    need = config.block_size + 1
+    for split in ("train", "val"):
+        n = len(getattr(data, split))
+        if n < need:
+            raise GptsError(f"The {split} split of the corpus has {n} tokens, fewer than one window of "
+                            f"block_size + 1 = {need}.",
+                            "Give more text, a smaller block_size, or (for the validation split) a larger "
+                            "val_fraction.")
+    if vocab_size is not None and data.vocab_size > vocab_size:
+        raise GptsError(f"The data's tokenizer has {data.vocab_size} tokens, more than the model's vocabulary "
+                        f"({vocab_size}).",
+                        "Prepare the data with the model's tokenizer (--tokenizer MODEL), or a larger vocab_size.")
+    if config.sample_prompt is not None and config.sample_tokens and not data.tokenizer.encode(config.sample_prompt):
+        raise GptsError(f"sample_prompt={config.sample_prompt!r} is no tokens in this vocabulary.",
+                        "Use text made of the corpus's characters.")
+
+
+# -- the run directory ---------------------------------------------------------------------------------------
+
+
+def save_model_files(ckpt: Checkpoint, run_dir: Path) -> None:
+    """The latest model as files of the run directory itself, each replaced atomically.
+
+    save_native replaces a whole directory, so it writes to a temporary one whose files then move in;
+    config.json moves last, so the directory never names weights it does not hold yet.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run_dir))
+    try:
+        save_native(ckpt, tmp / "model")
+        for f in sorted((tmp / "model").iterdir(), key=lambda f: f.name == "config.json"):
+            os.replace(f, run_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    """The rows a resumed run keeps: those of the steps its checkpoint had done (a crash may have left more)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            if row.get("step", math.inf) <= up_to_step:
+                rows.append(row)
+    return rows
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(8, 4.5), layout="tight")
+    ax = fig.add_subplot()
+    train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    val = [(r["step"], r.get("full_val_loss", r.get("val_loss"))) for r in rows
+           if "val_loss" in r or "full_val_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), label="validation", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def rng_states() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                          has_gauss, gauss],
+              "python": list(random.getstate())}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# -- the loop -------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, s: Setup, dist: Dist, console: Console):
+        c = self.config = s.config
+        self.dist, self.console = dist, console
+        self.data, self.generation, self.run_dir = s.data, s.generation, Path(c.out_dir)
+        self.train_tokens, self.val_tokens = s.data.train, s.data.val
+        device = dist.device
+
+        torch.manual_seed(c.seed)
+        model = GPT.from_state_dict(s.model_config, s.weights) if s.weights else GPT(s.model_config)
+        self.model = model.to(device)
+        matrices = [p for p in model.parameters() if p.dim() >= 2]
+        others = [p for p in model.parameters() if p.dim() < 2]  # biases and norm gains: no weight decay
+        self.optimizer = torch.optim.AdamW(
+            [{"params": matrices, "weight_decay": c.weight_decay}, {"params": others, "weight_decay": 0.0}],
+            lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=device.type in ("cuda", "cpu"))
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.dtype == "bfloat16"
+                         else nullcontext())
+        self.forward = torch.compile(model) if c.compile else model  # also used to evaluate
+        self.ddp = None
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.forward, device_ids=device_ids)
+
+        self.micro_rows = c.batch_size // dist.world // c.grad_accum
+        self.tokens_per_step = c.batch_size * c.block_size
+        self.step = self.tokens = 0
+        self.clock_s = 0.0  # training time of earlier sessions of this run
+        self.best_val = math.inf
+        self.target_reached_s: float | None = None
+        self.rows: list[dict[str, Any]] = []
+        if s.resume_state is not None:
+            self.restore(s.resume_state)
+        if c.sample_prompt is None:
+            self.prompt = self.val_tokens[:min(16, c.block_size // 2)].astype(np.int64).tolist()
+        else:
+            self.prompt = self.data.tokenizer.encode(c.sample_prompt)
+
+    # -- state ----------------------------------------------------------------------------------------------
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.tokens, self.clock_s = state["step"], state["tokens"], state["elapsed_s"]
+        self.best_val, self.target_reached_s = state["best_val_loss"], state["target_reached_s"]
+        set_rng_states(state["rng"])
+        if self.dist.main:
+            self.rows = read_metrics(self.run_dir / "metrics.jsonl", self.step)
+            write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def checkpoint(self) -> None:
+        """The latest model into the run directory, then everything --resume needs into checkpoint/."""
+        save_model_files(self.native(), self.run_dir)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "tokens": self.tokens, "elapsed_s": self.elapsed(), "best_val_loss": self.best_val,
+                 "target_reached_s": self.target_reached_s, "model_config": self.model.config.to_dict(),
+                 "generation": self.generation, "rng": rng_states()}
+        with atomic_path(self.run_dir / "checkpoint") as tmp:
+            tmp.mkdir()
+            torch.save(state, tmp / STATE_FILE)
+
+    def native(self) -> Checkpoint:
+        return Checkpoint(self.model.config, self.model.state_dict(), self.data.tokenizer, self.generation)
+
+    def elapsed(self) -> float:
+        return self.clock_s + time.perf_counter() - self.started
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on the global batch; the loss and gradient norm stay on the device (no sync)."""
+        c, dist = self.config, self.dist
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, c)
+        starts = window_starts(c.seed, 0, self.step, c.batch_size, len(self.train_tokens), c.block_size)
+        mine = starts[dist.rank * self.micro_rows * c.grad_accum:]
+        loss_sum = torch.zeros((), device=dist.device)
+        for micro in range(c.grad_accum):
+            x, y = windows(self.train_tokens, mine[micro * self.micro_rows:(micro + 1) * self.micro_rows],
+                           c.block_size, dist.device)
+            last = micro == c.grad_accum - 1
+            # DDP averages gradients across processes once, in the last micro-step's backward.
+            with nullcontext() if self.ddp is None or last else self.ddp.no_sync():
+                with self.autocast:
+                    logits = (self.ddp or self.forward)(x)
+                    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+                (loss / c.grad_accum).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip) if c.grad_clip else None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.tokens_per_step
+        return loss_sum / c.grad_accum, grad_norm
+
+    @torch.inference_mode()
+    def val_loss(self, starts: np.ndarray) -> float:
+        """Mean loss over the validation windows at `starts`, shared out over the processes."""
+        dist, block_size = self.dist, self.config.block_size
+        totals = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss sum, token count
+        mine = np.array_split(starts, dist.world)[dist.rank]
+        for i in range(0, len(mine), self.micro_rows):
+            x, y = windows(self.val_tokens, mine[i:i + self.micro_rows], block_size, dist.device)
+            with self.autocast:
+                logits = self.forward(x)
+            totals[0] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+            totals[1] += y.numel()
+        dist.all_sum(totals)
+        return (totals[0] / totals[1]).item()
+
+    def evaluate(self, full: bool) -> tuple[float, bool]:
+        """The validation loss, and whether it covers the whole split: every block_size window, without overlap."""
+        c = self.config
+        n_windows = (len(self.val_tokens) - 1) // c.block_size
+        if full or c.eval_batches * c.batch_size >= n_windows:  # an estimate that big costs more than the truth
+            return self.val_loss(np.arange(n_windows) * c.block_size), True
+        starts = np.concatenate([window_starts(c.seed, 1, i, c.batch_size, len(self.val_tokens), c.block_size)
+                                 for i in range(c.eval_batches)])
+        return self.val_loss(starts), False
+
+    def sample(self) -> str:
+        from gpts.generate import generate
+
+        prompt = self.prompt[-max(1, self.config.block_size // 2):]
+        new_tokens = min(self.config.sample_tokens, self.model.config.context_length - len(prompt))
+        if new_tokens < 1:
+            return self.data.tokenizer.decode(prompt)
+        [completion] = generate(self.model, prompt, tokenizer=self.data.tokenizer, max_new_tokens=new_tokens,
+                                temperature=SAMPLE_TEMPERATURE, seed=self.config.seed)
+        return self.data.tokenizer.decode(prompt) + completion.text
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def limit_reached(self, check_clock: bool) -> str | None:
+        c = self.config
+        if c.max_steps is not None and self.step >= c.max_steps:
+            return "max_steps"
+        if c.max_tokens is not None and self.tokens >= c.max_tokens:
+            return "max_tokens"
+        if check_clock and c.max_time is not None and self.dist.any(self.elapsed() >= c.max_time):
+            return "max_time"
+        return None
+
+    def progress_fraction(self) -> float:
+        c = self.config
+        done = [self.step / c.max_steps if c.max_steps else 0, self.tokens / c.max_tokens if c.max_tokens else 0,
+                self.elapsed() / c.max_time if c.max_time else 0]
+        return min(1.0, max(done))
+
+    def run(self, setup_s: float) -> dict[str, Any]:
+        c, dist, main = self.config, self.dist, self.dist.main
+        self.started = time.perf_counter()
+        stop = self.limit_reached(check_clock=True) if self.step else None  # a resumed run may have no time left
+        if stop:
+            raise GptsError(f"The run in {self.run_dir} is already at its {stop} (step {self.step}).",
+                            "Raise --max-steps, --max-tokens or --max-time to train further.")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if main:
+            self.console.print(f"Training {n_params / 1e6:.2f}M parameters on {len(self.train_tokens):,} tokens "
+                               f"({dist.world} process(es), {dist.device}, {c.dtype}) into {self.run_dir}")
+        progress = Progress(TextColumn("step {task.fields[step]}"), BarColumn(), TaskProgressColumn(),
+                            TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, disable=not main)
+        task = progress.add_task("train", total=1.0, completed=self.progress_fraction(), step=self.step,
+                                 loss="-", speed="-")
+        last_log = (time.perf_counter(), self.tokens)
+        with progress:
+            while stop is None:
+                loss, grad_norm = self.train_step()
+                at_log, at_eval = self.step % c.log_interval == 0, self.step % c.eval_interval == 0
+                stop = self.limit_reached(check_clock=at_log or at_eval)
+                at_checkpoint = self.step % c.checkpoint_interval == 0
+                if not (at_log or at_eval or at_checkpoint or stop):
+                    continue  # nothing leaves the device: no sync
+                speed = (self.tokens - last_log[1]) / (time.perf_counter() - last_log[0])
+                row, stop = self.report(loss, grad_norm, at_eval or stop is not None, stop, progress)
+                if main and (at_checkpoint or stop):
+                    self.checkpoint()
+                progress.update(task, completed=self.progress_fraction(), step=self.step,
+                                loss=f"{row['train_loss']:.4f}", speed=f"{speed:,.0f}")
+                last_log = (time.perf_counter(), self.tokens)
+        val = row.get("full_val_loss")
+        summary = {"run_dir": str(self.run_dir), "stop_reason": stop, "steps": self.step, "tokens": self.tokens,
+                   "parameters": n_params, "elapsed_s": round(self.elapsed(), 3), "setup_s": round(setup_s, 3),
+                   "final_val_loss": val, "best_val_loss": self.best_val, "target_val_loss": c.target_val_loss,
+                   "target_reached_s": self.target_reached_s}
+        if main:
+            self.print_summary(summary)
+        return summary
+
+    def report(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, evaluate: bool, stop: str | None,
+               progress: Progress) -> tuple[dict[str, Any], str | None]:
+        """The metrics row of this step, with an evaluation when due (the last one covering the whole split)."""
+        c, dist = self.config, self.dist
+        row = {"step": self.step, "tokens": self.tokens, "elapsed_s": 0.0, "lr": learning_rate(self.step - 1, c),
+               "train_loss": dist.all_sum(loss).item() / dist.world}
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm.item()
+        if evaluate:
+            val, full = self.evaluate(full=stop is not None or c.target_val_loss is not None)
+            row["full_val_loss" if full else "val_loss"] = val
+            if full and c.target_val_loss is not None and val <= c.target_val_loss:
+                self.target_reached_s = self.target_reached_s or self.elapsed()
+                stop = stop or "target_val_loss"
+        row["elapsed_s"] = round(self.elapsed(), 3)
+        if dist.main:
+            self.record(row)
+        if evaluate:
+            if dist.main:
+                self.report_evaluation(row, val, progress)
+            if val < self.best_val:
+                self.best_val = val
+                if dist.main:
+                    save_native(self.native(), self.run_dir / "best")
+        return row, stop
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:  # appended: a crash loses at most this line
+            f.write(json.dumps(row) + "\n")
+
+    def report_evaluation(self, row: dict[str, Any], val: float, progress: Progress) -> None:
+        kind = "full validation" if "full_val_loss" in row else "validation"
+        progress.console.print(f"step {row['step']}: train loss {row['train_loss']:.4f}, {kind} loss {val:.4f} "
+                               f"({row['elapsed_s']:.1f} s)")
+        plot_losses(self.rows, self.run_dir / "loss.png")
+        if self.config.sample_tokens:
+            text = self.sample()
+            with open(self.run_dir / "samples.txt", "a") as f:
+                f.write(f"--- step {row['step']} ---\n{text}\n\n")
+            progress.console.print(text, markup=False, highlight=False, style="dim")
+
+    def print_summary(self, summary: dict[str, Any]) -> None:
+        table = Table("", "", show_header=False, box=None, title="pretraining summary", title_justify="left")
+        for key, value in summary.items():
+            table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
+        Console().print(table)
+
+
+def pretrain(config: TrainConfig) -> dict[str, Any]:
+    """Train as `config` says; return a summary (steps, tokens, seconds, final full validation loss, ...)."""
+    started = time.perf_counter()
+    dist = start_processes(config.device)
+    try:
+        s = setup(config, dist)
+        trainer = Trainer(s, dist, Console(stderr=True))
+        return trainer.run(setup_s=time.perf_counter() - started)
+    finally:
+        if dist.owns_group:
+            tdist.destroy_process_group()
