@@ -60,3 +60,24 @@ def test_config_serializes():
     c = Config.from_name("smollm2-135m")
     assert Config.from_dict(c.to_dict()) == c
     assert c.n_kv_head == 3 and c.head_dim == 64
+
+
+def test_cpu_autocast_keeps_attention_in_float32(model, monkeypatch):
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(idx)
+    logits.float().sum().backward()  # the float32 attention trains under autocast
+    assert seen and all(entry == (torch.float32, False) for entry in seen)
+    assert logits.dtype == torch.bfloat16
+    assert all(p.grad is not None for p in model.parameters())
+    seen.clear()
+    model(idx)
+    assert seen[0] == (torch.float32, False)

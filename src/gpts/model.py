@@ -114,11 +114,19 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hs)
-        # mask None means "every key is visible": either plain causal prefill (T == S) or one new token.
-        is_causal = mask is None and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # PyTorch's CPU attention backward is ~3x slower in bfloat16 than in float32, so under CPU
+            # autocast attention runs in float32 and only the matmuls use bfloat16 (see bench/README.md).
+            with torch.autocast("cpu", enabled=False):
+                y = self._attend(q.float(), k.float(), v.float(), mask).to(q.dtype)
+        else:
+            y = self._attend(q, k, v, mask)  # (B, nh, T, hs)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # mask None means "every key is visible": either plain causal prefill (T == S) or one new token.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1,
+                                              enable_gqa=self.n_kv_head != self.n_head)
 
 
 class MLP(nn.Module):
