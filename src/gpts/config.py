@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from gpts.errors import GptsError
+from gpts.fileio import read_json
 
 Arch = Literal["gpt2", "llama"]
 ARCHS: tuple[str, ...] = ("gpt2", "llama")
@@ -73,10 +73,9 @@ class Config:
 
     @classmethod
     def from_json(cls, path: str | Path) -> Config:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise GptsError(f"Cannot read model config {path}: {e}.", "Check that the file is valid JSON.") from e
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise GptsError(f"{path} is not a JSON object.", "A model config.json holds the Config fields.")
         return cls.from_dict(data)
 
     @classmethod

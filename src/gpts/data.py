@@ -491,13 +491,18 @@ def _split_off_val(train: Path, val: Path, split: int, itemsize: int) -> None:
 # -- the prepared directory -------------------------------------------------------------------------------
 
 
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of a directory that `prepare` wrote; None for anything else (a corpus)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
 def is_prepared(path: str | Path) -> bool:
     """Whether `path` is a directory that `prepare` wrote (as opposed to a corpus)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    return _manifest(Path(path)) is not None
 
 
 @dataclass
@@ -515,10 +520,10 @@ class PreparedData:
     @classmethod
     def open(cls, path: str | Path) -> PreparedData:
         path = Path(path)
-        if not is_prepared(path):
+        manifest = _manifest(path)
+        if manifest is None:
             raise GptsError(f"{path} is not prepared data (it has no gpts manifest.json).",
                             f"Prepare a corpus with: gpts prepare SOURCES --out {path}")
-        manifest = json.loads((path / "manifest.json").read_text())
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise GptsError(f"{path} was prepared by a newer gpts (format {manifest['format_version']}).",
                             "Upgrade gpts, or prepare the corpus again.")

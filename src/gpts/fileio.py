@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from gpts.errors import GptsError
 
 
 @contextmanager
@@ -28,6 +32,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; a missing, unreadable or malformed file is a GptsError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GptsError(f"Cannot read {path}: {e}.", "The file is damaged or not JSON; replace it with a valid one.") from e
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -125,7 +125,6 @@ def _read_gguf_cached(path: Path, dtype: torch.dtype) -> Checkpoint:
         return load_native(cached)
     from gpts.weights.gguf import read_gguf
 
-    ckpt = read_gguf(path)
-    ckpt.state_dict = {k: v.to(dtype) for k, v in ckpt.state_dict.items()}
+    ckpt = read_gguf(path, dtype=dtype)
     save_native(ckpt, cached)
     return ckpt

