@@ -129,6 +129,13 @@ def unknown_arch_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return path
 
 
+def broken_config_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    path = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, path)
+    (path / "config.json").write_text('{"arch": "llama",')
+    return path
+
+
 def precious_dir(tmp_path: Path) -> Path:
     path = tmp_path / "precious"
     path.mkdir()
@@ -142,6 +149,8 @@ BAD_INPUTS = [
     ("truncated gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(truncated_gguf(tmp))], "truncated.gguf"),
     ("unknown architecture", lambda tmp, tiny: ["generate", "hi", "--model", str(unknown_arch_dir(tmp, tiny))],
      "Unknown architecture"),
+    ("malformed config.json", lambda tmp, tiny: ["generate", "hi", "--model", str(broken_config_dir(tmp, tiny))],
+     "Cannot read"),
     ("empty prompt", lambda tmp, tiny: ["generate", "", "--model", str(tiny)], "empty"),
     ("prompt longer than context", lambda tmp, tiny: ["generate", "hello world " * 100, "--model", str(tiny)],
      "context"),

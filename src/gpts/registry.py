@@ -21,6 +21,7 @@ import torch
 from gpts import paths
 from gpts.checkpoint import Checkpoint, is_native_dir, load_native, save_native
 from gpts.errors import GptsError
+from gpts.fileio import read_json
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -90,6 +91,10 @@ def resolve(ref: str) -> ModelRef:
 
         if is_hf_dir(path):
             return ModelRef(ref, "hf", path)
+        if (path / "config.json").is_file():
+            read_json(path / "config.json")  # a malformed file: say so, naming it
+            raise GptsError(f"{path / 'config.json'} names no model format: it has neither \"arch\" (gpts) nor "
+                            "\"model_type\" (Hugging Face).", "Point to a gpts checkpoint or a Hugging Face model directory.")
         raise GptsError(f"{path} is a directory but holds no model (no config.json).",
                         "Point to a gpts checkpoint or a Hugging Face model directory.")
     if path.exists():
