@@ -107,8 +107,9 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 # -- resume and processes -------------------------------------------------------------------------------
 
 
-def test_resume_follows_the_uninterrupted_trajectory(prepared, tmp_path):
-    settings = dict(lr_decay_steps=30, eval_interval=10)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_follows_the_uninterrupted_trajectory(prepared, tmp_path, optimizer):
+    settings = dict(lr_decay_steps=30, eval_interval=10, optimizer=optimizer)
     pretrain(config(prepared, tmp_path / "whole", max_steps=30, **settings))
     pretrain(config(prepared, tmp_path / "parts", max_steps=15, **settings))
     assert rows(tmp_path / "parts")[-1]["step"] == 15
@@ -210,6 +211,8 @@ def test_settings_file_flags_and_types(tmp_path):
     ("batch_size: many\n", "batch_size='many' is not a whole number"),
     ("batch_size: 0\n", "batch_size=0 must be positive"),
     ("dtype: float16\n", "dtype='float16'"),
+    ("optimizer: sgd\n", "optimizer='sgd' is not adamw or muon"),
+    ("muon_momentum: 1.5\n", "muon_momentum=1.5 must lie in"),
     ("- a list\n", "holds a list"),
 ])
 def test_bad_settings_files(tmp_path, text, match):

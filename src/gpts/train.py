@@ -52,6 +52,7 @@ from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.fileio import atomic_path, write_text
 from gpts.model import GPT
+from gpts.optim import Muon, Optimizers
 
 if typing.TYPE_CHECKING:
     from gpts.data import PreparedData
@@ -87,7 +88,10 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     block_size: int | None = None  # tokens per sequence (None: the model's context length)
-    # optimizer: AdamW, linear warmup then cosine decay to min_lr
+    # optimizer: AdamW, or Muon on the blocks' weight matrices and AdamW on the rest (optim.py); the same schedule,
+    # linear warmup then cosine decay to min_lr, drives both
+    optimizer: str = "adamw"
+    muon_momentum: float = 0.95
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
@@ -122,8 +126,11 @@ class TrainConfig:
             raise GptsError(f"Setting learning_rate={self.learning_rate} must be positive.", "Try 1e-3.")
         if not 0 < self.val_fraction < 1:
             raise GptsError(f"Setting val_fraction={self.val_fraction} is not between 0 and 1.", "Try 0.1.")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise GptsError(f"Settings beta1={self.beta1}, beta2={self.beta2} must lie in [0, 1).", "Try 0.9 and 0.99.")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and 0 <= self.muon_momentum < 1):
+            raise GptsError(f"Settings beta1={self.beta1}, beta2={self.beta2}, muon_momentum={self.muon_momentum} "
+                            "must lie in [0, 1).", "Try 0.9, 0.99 and 0.95.")
+        if self.optimizer not in ("adamw", "muon"):
+            raise GptsError(f"Setting optimizer={self.optimizer!r} is not adamw or muon.", "Use one of those two.")
         if self.dtype not in ("bfloat16", "float32"):
             raise GptsError(f"Setting dtype={self.dtype!r} is not bfloat16 or float32.", "Use one of those two.")
 
@@ -299,6 +306,23 @@ def learning_rate(step: int, config: TrainConfig) -> float:
         return config.min_lr
     progress = (step - config.warmup_steps) / (config.lr_decay_steps - config.warmup_steps)
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_lr)
+
+
+def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.Optimizer | Optimizers:
+    """AdamW on everything, or Muon on the blocks' weight matrices and AdamW on embeddings, head, norms, biases."""
+    named = list(model.named_parameters())
+    if config.optimizer == "muon":
+        hidden = [p for n, p in named if p.dim() == 2 and n.startswith("blocks.")]
+        named = [(n, p) for n, p in named if not (p.dim() == 2 and n.startswith("blocks."))]
+    fused = next(model.parameters()).device.type in ("cuda", "cpu")
+    adamw = torch.optim.AdamW(
+        [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": config.weight_decay},
+         {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}],  # biases and norm gains
+        lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
+    if config.optimizer == "adamw":
+        return adamw
+    muon = Muon(hidden, lr=config.learning_rate, weight_decay=config.weight_decay, momentum=config.muon_momentum)
+    return Optimizers(muon, adamw)
 
 
 # -- setup: everything checked before the run directory exists ---------------------------------------------
@@ -511,11 +535,7 @@ class Trainer:
         torch.manual_seed(c.seed)
         model = GPT.from_state_dict(s.model_config, s.weights) if s.weights else GPT(s.model_config)
         self.model = model.to(device)
-        matrices = [p for p in model.parameters() if p.dim() >= 2]
-        others = [p for p in model.parameters() if p.dim() < 2]  # biases and norm gains: no weight decay
-        self.optimizer = torch.optim.AdamW(
-            [{"params": matrices, "weight_decay": c.weight_decay}, {"params": others, "weight_decay": 0.0}],
-            lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=device.type in ("cuda", "cpu"))
+        self.optimizer = make_optimizer(model, c)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.dtype == "bfloat16"
                          else nullcontext())
         self.forward = torch.compile(model) if c.compile else model  # also used to evaluate
@@ -748,7 +768,11 @@ def pretrain(config: TrainConfig) -> dict[str, Any]:
     try:
         s = setup(config, dist)
         trainer = Trainer(s, dist, Console(stderr=True))
-        return trainer.run(setup_s=time.perf_counter() - started)
+        summary = trainer.run(setup_s=time.perf_counter() - started)
+        # gloo aborts ("terminate called without an active exception") when one process tears its group down
+        # while another is still writing the final checkpoint; leave together.
+        dist.barrier()
+        return summary
     finally:
         if dist.owns_group:
             tdist.destroy_process_group()
