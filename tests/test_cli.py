@@ -15,6 +15,7 @@ from gpts.cli import main
 from gpts.config import Config
 from gpts.model import GPT
 from gpts.tokenizer import Tokenizer
+from helpers import run
 
 CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20
 
@@ -37,15 +38,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
     return out
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["gpts", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (0 if code is None else code), captured.out, captured.err
 
 
 def test_generate_prints_only_the_continuation(tiny_model_dir, monkeypatch, capsys):

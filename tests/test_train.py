@@ -21,20 +21,13 @@ TINY = dict(model="gpt2-nano", model_config={"n_layer": 2, "n_head": 4, "n_embd"
             batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_interval=10, eval_batches=2, log_interval=5,
             checkpoint_interval=1000, sample_tokens=8, dtype="float32")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def corpus_text(n_lines: int = 600) -> str:
     rng = random.Random(0)
     return "".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))).capitalize() + ".\n"
                    for _ in range(n_lines))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run no faster on more threads, and far slower when other work holds the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,12 @@ def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16", ov
     _check_writable(out, overwrite)
     ckpt: Checkpoint = read_checkpoint(src)
     if to == "gpts":
+        from gpts.evaluate import read_task, write_task
+
         save_native(ckpt, out)
+        task = read_task(src)  # what a fine-tuned classifier was trained on goes with it
+        if task is not None:
+            write_task(out, task)
     elif to == "hf":
         from gpts.weights.hf import write_hf_dir
 
@@ -140,6 +145,14 @@ def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16", ov
 
         write_gguf(ckpt, out, dtype=gguf_type)
     return out
+
+
+def merge_adapter(adapter: str, out: str | Path, overwrite: bool = False) -> Path:
+    """Fold a LoRA adapter into its base model and write the result as a native checkpoint at `out`."""
+    if resolve(adapter).kind != "adapter":
+        raise GptsError(f"{adapter} is not a LoRA adapter (no gpts adapter_config.json).",
+                        "Point to the directory of a `gpts finetune --method lora` run.")
+    return convert_model(adapter, "gpts", out, overwrite=overwrite)
 
 
 def _check_writable(out: Path, overwrite: bool) -> None:

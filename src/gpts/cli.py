@@ -262,13 +262,238 @@ def pretrain(config: Annotated[Optional[Path], typer.Option(help="YAML file of t
     run_pretraining(TrainConfig.load(config, overrides))
 
 
+def auto_or_number(name: str, text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise GptsError(f"--{name.replace('_', '-')} {text!r} is neither auto nor a number.",
+                        f"Give --{name.replace('_', '-')} auto or a number.") from None
+
+
+@app.command()
+def finetune(model: ModelOpt = "default",
+             data: Annotated[Optional[Path], typer.Option(
+                 help="Training JSONL: OpenAI chat, prompt/completion, instruction/output or text/label.")] = None,
+             out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")] = None,
+             method: Annotated[str, typer.Option(help="lora (a small adapter) or full.")] = "lora",
+             validation_file: Annotated[Optional[Path], typer.Option(help="Validation JSONL.")] = None,
+             val_fraction: Annotated[float, typer.Option(
+                 help="Without --validation-file: the share of the training file held out.")] = 0.0,
+             n_epochs: Annotated[str, typer.Option(help="auto or a number.")] = "auto",
+             batch_size: Annotated[str, typer.Option(help="auto or a number.")] = "auto",
+             learning_rate_multiplier: Annotated[str, typer.Option(
+                 help="auto or a number: times 1e-3 for LoRA, 2e-5 for full.")] = "auto",
+             learning_rate: Annotated[Optional[float], typer.Option(help="An explicit learning rate.")] = None,
+             lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+             lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (the update is scaled by alpha/rank).")] = 16.0,
+             lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA path.")] = 0.0,
+             lora_targets: Annotated[Optional[str], typer.Option(
+                 help="Comma-separated projections (default: q,k,v,o,gate,up,down _proj).")] = None,
+             labels: Annotated[Optional[str], typer.Option(
+                 help="Classification: comma-separated label set (default: the file's labels).")] = None,
+             instructions: Annotated[Optional[str], typer.Option(help="Classification: the instruction text.")] = None,
+             max_length: Annotated[Optional[int], typer.Option(help="Tokens per example at most.")] = None,
+             max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps (resumable).")] = None,
+             eval_interval: Annotated[int, typer.Option(help="Steps between validation batches.")] = 10,
+             dtype: DtypeOpt = "bfloat16",
+             seed: Seed = None,
+             resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+             json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
+    """Fine-tune a model on your examples (LoRA or full); the run directory is a model reference."""
+    from gpts.evaluate import parse_labels
+    from gpts.finetune import FinetuneConfig, finetune as run_finetuning
+
+    if out_dir is None:
+        raise GptsError("No --out directory given.", "Add --out DIR for the fine-tuned model.")
+    if resume:
+        config = FinetuneConfig(out_dir=str(out_dir), resume=True, max_steps=max_steps)
+    else:
+        if data is None:
+            raise GptsError("No --data file given.", "Add --data FILE.jsonl with your training examples.")
+        config = FinetuneConfig(
+            model=model, data=str(data), out_dir=str(out_dir), method=method,
+            validation_data=str(validation_file) if validation_file else None, val_fraction=val_fraction,
+            n_epochs=auto_or_number("n_epochs", n_epochs), batch_size=auto_or_number("batch_size", batch_size),
+            learning_rate_multiplier=auto_or_number("learning_rate_multiplier", learning_rate_multiplier),
+            learning_rate=learning_rate, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            lora_targets=[t.strip() for t in lora_targets.split(",")] if lora_targets else None,
+            labels=parse_labels(labels) if labels else None, instructions=instructions, max_length=max_length,
+            max_steps=max_steps, eval_interval=eval_interval, dtype=dtype, seed=1337 if seed is None else seed)
+    summary = run_finetuning(config)
+    if json_out:
+        out.print_json(json.dumps(summary))
+
+
+lora_app = typer.Typer(no_args_is_help=True, help="LoRA adapters.")
+app.add_typer(lora_app, name="lora")
+
+
+@lora_app.command("merge")
+def lora_merge(adapter: Annotated[str, typer.Argument(help="A LoRA adapter directory (a fine-tuning run).")],
+               out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the merged model.")],
+               force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False) -> None:
+    """Fold a LoRA adapter into its base model: a plain checkpoint, as fast as the base."""
+    from gpts.api import merge_adapter
+
+    merge_adapter(adapter, out_dir, overwrite=force)
+    out.print(f"Merged {adapter} into {out_dir}", markup=False, highlight=False)
+
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------
+
+eval_app = typer.Typer(no_args_is_help=True,
+                       help="Evaluate a model: perplexity, classification, multiple choice, generation.")
+app.add_typer(eval_app, name="eval")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+ExamplesArg = Annotated[Path, typer.Argument(help="A JSONL file, one example a line.")]
+
+
+def print_heading(text: str) -> None:
+    out.print(text, markup=False, highlight=False, soft_wrap=True)  # holds paths: never markup, never cut
+
+
+def metrics_table(rows: dict[str, object]) -> Table:
+    table = Table("metric", "value")
+    for name, value in rows.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+@eval_app.command("perplexity")
+def eval_perplexity(files: Annotated[list[Path], typer.Argument(help="UTF-8 text files.")],
+                    model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+                    context: Annotated[Optional[int], typer.Option(
+                        help="Window length in tokens (default: the model's context length).")] = None,
+                    stride: Annotated[Optional[int], typer.Option(
+                        help="Tokens the window moves by (default: half the window).")] = None,
+                    as_json: JsonOpt = False) -> None:
+    """Sliding-window perplexity of each file (windows never cross files) and of all of them."""
+    from gpts.api import load
+    from gpts.evaluate import perplexity
+
+    texts = []
+    for file in files:
+        try:
+            texts.append(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise GptsError(f"Cannot read {file}: {e}.", "Pass UTF-8 text files.") from e
+    lm = load(model, dtype)
+    result = perplexity(lm, texts, context, stride, progress=True)
+    context = context or lm.config.context_length
+    stride = stride or max(1, context // 2)
+    if as_json:
+        print(json.dumps({"model": model, "context": context, "stride": stride, **result.to_dict(),
+                          "files": [{"file": str(f), **p.to_dict()} for f, p in zip(files, result.parts)]}))
+        return
+    print_heading(f"{model}: context {context}, stride {stride}")
+    table = Table("file", "tokens", "bytes", "nll (nats/token)", "perplexity", "bits/byte")
+    table.columns[0].overflow = "fold"
+    named = list(zip(map(str, files), result.parts)) + ([("all", result)] if len(files) > 1 else [])
+    for name, p in named:
+        table.add_row(name, f"{p.tokens:,}", f"{p.bytes:,}", f"{p.nll:.4f}", f"{p.perplexity:.3f}",
+                      f"{p.bits_per_byte:.4f}")
+    out.print(table)
+
+
+@eval_app.command("classify")
+def eval_classify(file: ExamplesArg, model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+                  labels: Annotated[Optional[str], typer.Option(
+                      help="The labels, comma separated (default: the model's task.json, else those in FILE).")] = None,
+                  instructions: Annotated[Optional[str], typer.Option(
+                      help="What to classify, said before the labels (default: the model's task.json, else "
+                           "'Classify the text.').")] = None,
+                  method: Annotated[str, typer.Option(
+                      help="loglik: the most likely label; generate: a greedy reply matched to a label.")] = "loglik",
+                  as_json: JsonOpt = False,
+                  confusion_png: Annotated[Optional[Path], typer.Option(
+                      "--confusion-png", help="Also draw the confusion matrix into this PNG file.")] = None) -> None:
+    """Accuracy, precision, recall, F1 and the confusion matrix on labeled JSONL ({"text", "label"})."""
+    from gpts.api import load
+    from gpts.evaluate import classify, parse_labels, plot_confusion
+
+    if method not in ("loglik", "generate"):
+        raise GptsError(f"Unknown method {method!r}.", "Use --method loglik or --method generate.")
+    label_list = parse_labels(labels) if labels is not None else None
+    lm = load(model, dtype)
+    result = classify(lm, file, label_list, instructions, method, progress=True)
+    m = result.metrics
+    if confusion_png is not None:
+        plot_confusion(m, confusion_png)
+    if as_json:
+        print(json.dumps({"model": model, "method": method, **m}, ensure_ascii=False))
+        return
+    summary = {"examples": m["n"], "accuracy": m["accuracy"]}
+    if method == "generate":
+        summary["replies naming no label"] = m["unmatched"]
+    print_heading(f"{model} on {file} ({method})")
+    out.print(metrics_table(summary))
+    averages = Table("average", "precision", "recall", "f1")
+    for name in ("macro", "micro", "weighted"):
+        averages.add_row(name, *(f"{m[name][k]:.4f}" for k in ("precision", "recall", "f1")))
+    out.print(averages)
+    per_class = Table("label", "precision", "recall", "f1", "support", title="per class", title_justify="left")
+    for label, c in m["per_class"].items():
+        per_class.add_row(label, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+    out.print(per_class)
+    cm = m["confusion_matrix"]
+    confusion = Table("true \\ predicted", *cm["labels"], title="confusion matrix", title_justify="left")
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        confusion.add_row(label, *map(str, row))
+    out.print(confusion)
+    if confusion_png is not None:
+        out.print(f"Wrote {confusion_png}")
+
+
+@eval_app.command("choice")
+def eval_choice(file: ExamplesArg, model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+                delimiter: Annotated[str, typer.Option(help="Put between the context and each choice.")] = " ",
+                as_json: JsonOpt = False) -> None:
+    """Multiple-choice accuracy on JSONL ({"context", "choices", "answer"}): acc and acc_norm, as lm-eval-harness."""
+    from gpts.api import load
+    from gpts.evaluate import choice
+
+    lm = load(model, dtype)
+    result = choice(lm, file, delimiter, progress=True)
+    if as_json:
+        print(json.dumps({"model": model, "acc": result.acc, "acc_norm": result.acc_norm, "n": result.n}))
+        return
+    print_heading(f"{model} on {file}")
+    out.print(metrics_table({"examples": result.n, "acc": result.acc, "acc_norm": result.acc_norm}))
+
+
+@eval_app.command("generate")
+def eval_generate(file: ExamplesArg, model: ModelOpt = "default", dtype: DtypeOpt = "float32",
+                  max_new_tokens: Annotated[int, typer.Option(help="New tokens per reply at most.")] = 64,
+                  chat: Annotated[Optional[bool], typer.Option(
+                      "--chat/--no-chat", help="Prompt as a chat user turn (default: when the model has a chat "
+                                               "template) or as raw text.")] = None,
+                  as_json: JsonOpt = False) -> None:
+    """Exact-match and contains scores of greedy replies on JSONL ({"prompt", "answer"})."""
+    from gpts.api import load
+    from gpts.evaluate import generate_eval
+
+    lm = load(model, dtype)
+    result = generate_eval(lm, file, max_new_tokens, chat, progress=True)
+    if as_json:
+        print(json.dumps({"model": model, "chat": result.chat, "exact_match": result.exact_match,
+                          "contains": result.contains, "n": result.n, "outputs": result.outputs}, ensure_ascii=False))
+        return
+    print_heading(f"{model} on {file} ({'chat' if result.chat else 'raw prompt'})")
+    out.print(metrics_table({"examples": result.n, "exact_match": result.exact_match, "contains": result.contains}))
+
+
 def main() -> None:
     try:
         app()
     except GptsError as e:
-        err.print(f"[bold red]Error:[/] {e.problem}", highlight=False)
+        err.print("[bold red]Error:[/] ", end="")
+        err.print(e.problem, markup=False, highlight=False)
         if e.fix:
-            err.print(e.fix, highlight=False)
+            err.print(e.fix, markup=False, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -46,13 +46,14 @@ CONVERSION_VERSION = 1
 @dataclass(frozen=True)
 class ModelRef:
     ref: str  # what the user typed
-    kind: str  # "bundled" | "gguf" | "native" | "hf" | "hub"
+    kind: str  # "bundled" | "gguf" | "native" | "adapter" | "hf" | "hub"
     path: Path | None  # resolved local file or directory (None for a hub ref not yet downloaded)
 
     def describe(self) -> str:
         where = f" ({self.path})" if self.path else ""
         return {"bundled": "bundled GGUF", "gguf": "GGUF file", "native": "gpts checkpoint",
-                "hf": "Hugging Face directory", "hub": "Hugging Face hub"}[self.kind] + where
+                "adapter": "gpts LoRA adapter", "hf": "Hugging Face directory",
+                "hub": "Hugging Face hub"}[self.kind] + where
 
 
 def bundled_path(name: str) -> Path:
@@ -85,6 +86,10 @@ def resolve(ref: str) -> ModelRef:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return ModelRef(ref, "gguf", path)
     if path.is_dir():
+        from gpts.lora import is_adapter_dir
+
+        if is_adapter_dir(path):
+            return ModelRef(ref, "adapter", path)
         if is_native_dir(path):
             return ModelRef(ref, "native", path)
         from gpts.weights.hf import is_hf_dir
@@ -112,6 +117,10 @@ def read_checkpoint(ref: str | ModelRef, dtype: torch.dtype = torch.float32) -> 
         ckpt = _read_gguf_cached(mref.path, dtype)
     elif mref.kind == "native":
         ckpt = load_native(mref.path)
+    elif mref.kind == "adapter":  # merged into its base: generation runs at the base's speed
+        from gpts.lora import read_adapter_checkpoint
+
+        ckpt = read_adapter_checkpoint(mref.path, read_checkpoint)
     else:
         from gpts.weights.hf import download_hf, parse_hf_ref, read_hf_dir
 

@@ -33,8 +33,10 @@ import tempfile
 import time
 import types
 import typing
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +298,14 @@ def windows(tokens: np.ndarray, starts: np.ndarray, block_size: int,
     return rows[:, :-1], rows[:, 1:]
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
+class Schedule(typing.Protocol):
+    learning_rate: float
+    min_lr: float
+    warmup_steps: int
+    lr_decay_steps: int | None
+
+
+def learning_rate(step: int, config: Schedule) -> float:
     """For the update from step to step + 1: linear warmup, then cosine decay to min_lr at lr_decay_steps."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
@@ -452,16 +461,19 @@ def check_data(data: PreparedData, config: TrainConfig, vocab_size: int | None) 
 # -- the run directory ---------------------------------------------------------------------------------------
 
 
-def save_model_files(ckpt: Checkpoint, run_dir: Path) -> None:
+def write_model_files(run_dir: Path, write: Callable[[Path], None],
+                      last: tuple[str, ...] = ("config.json", "adapter_config.json")) -> None:
     """The latest model as files of the run directory itself, each replaced atomically.
 
-    save_native replaces a whole directory, so it writes to a temporary one whose files then move in;
-    config.json moves last, so the directory never names weights it does not hold yet.
+    Savers such as save_native replace a whole directory, so `write` fills a temporary one whose files then move
+    in; the config files move last, so the directory never names weights it does not hold yet.
     """
     tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run_dir))
     try:
-        save_native(ckpt, tmp / "model")
-        for f in sorted((tmp / "model").iterdir(), key=lambda f: f.name == "config.json"):
+        write(tmp / "model")
+        for f in sorted((tmp / "model").iterdir(), key=lambda f: f.name in last):
+            if (run_dir / f.name).is_dir():
+                shutil.rmtree(run_dir / f.name)
             os.replace(f, run_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -574,7 +586,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """The latest model into the run directory, then everything --resume needs into checkpoint/."""
-        save_model_files(self.native(), self.run_dir)
+        write_model_files(self.run_dir, partial(save_native, self.native()))
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "tokens": self.tokens, "elapsed_s": self.elapsed(), "best_val_loss": self.best_val,
                  "target_reached_s": self.target_reached_s, "model_config": self.model.config.to_dict(),
