@@ -359,17 +359,17 @@ def _peft_export(model: GPT, cfg: LoRAConfig) -> tuple[dict[str, Any], dict[str,
     which changes nothing at inference.
     """
     config = model.config
-    hf._hf_config(Checkpoint(config, {}), torch.float32)  # raises when the base has no Hugging Face form
+    hf.hf_config(Checkpoint(config, {}), torch.float32)  # raises when the base has no Hugging Face form
     fmt = hf.FORMATS[config.arch]
-    expected = hf._expected_shapes(config)
-    transposed = hf._patterns(fmt.transposed, config.n_layer)
+    expected = hf.expected_shapes(config)
+    transposed = hf.name_patterns(fmt.transposed, config.n_layer)
     layers = dict(lora_layers(model))
     tensors: dict[str, torch.Tensor] = {}
     modules: set[str] = set()
     rank_pattern: dict[str, int] = {}
     alpha_pattern: dict[str, float] = {}
     conv1d = False
-    for hf_name, natives in hf._table(config, fmt, expected).items():
+    for hf_name, natives in hf.name_table(config, fmt, expected).items():
         owners = [n.removesuffix(".weight") for n in natives]
         adapted = [o for o in owners if o in layers]  # bias groups name no LoRA layer
         if not adapted:

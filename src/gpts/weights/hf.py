@@ -302,18 +302,18 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def _patterns(patterns: Iterable[str], n_layer: int) -> set[str]:
+def name_patterns(patterns: Iterable[str], n_layer: int) -> set[str]:
     return set(expand_names({p: p for p in patterns}, n_layer))
 
 
-def _expected_shapes(config: Config) -> dict[str, torch.Size]:
+def expected_shapes(config: Config) -> dict[str, torch.Size]:
     from gpts.model import GPT
 
     with torch.device("meta"):
         return {k: v.shape for k, v in GPT(config).state_dict().items()}
 
 
-def _table(config: Config, fmt: HFFormat, expected: dict[str, torch.Size]) -> dict[str, list[str]]:
+def name_table(config: Config, fmt: HFFormat, expected: dict[str, torch.Size]) -> dict[str, list[str]]:
     """{Hugging Face name: [native names]} for this model (several natives: fused, in table order)."""
     names = expand_names(fmt.names, config.n_layer)
     unmapped = set(expected) - set(names)
@@ -330,10 +330,10 @@ def from_hf_tensors(tensors: dict[str, torch.Tensor], config: Config, fmt: HFFor
     """Hugging Face names and layout -> native state dict. Copies only what is transposed."""
     head = {hf_name for hf_name in fmt.names.values() if not hf_name.startswith(fmt.prefix)}
     tensors = {k if k.startswith(fmt.prefix) or k in head else fmt.prefix + k: v for k, v in tensors.items()}
-    expected = _expected_shapes(config)
-    groups = _table(config, fmt, expected)
-    transposed = _patterns(fmt.transposed, config.n_layer)
-    ignored = _patterns(fmt.ignored, config.n_layer) | ({"lm_head.weight"} if config.tie_embeddings else set())
+    expected = expected_shapes(config)
+    groups = name_table(config, fmt, expected)
+    transposed = name_patterns(fmt.transposed, config.n_layer)
+    ignored = name_patterns(fmt.ignored, config.n_layer) | ({"lm_head.weight"} if config.tie_embeddings else set())
 
     missing = [name for name in groups if name not in tensors]
     unexpected = sorted(set(tensors) - set(groups) - ignored)
@@ -382,21 +382,21 @@ def _read_tokenizer(path: Path) -> Tokenizer | None:
 
 def to_hf_tensors(state_dict: dict[str, torch.Tensor], config: Config, fmt: HFFormat) -> dict[str, torch.Tensor]:
     """Native state dict -> Hugging Face names and layout (contiguous, no shared storage)."""
-    expected = _expected_shapes(config)
+    expected = expected_shapes(config)
     missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
     if missing or unexpected:
         raise GptsError(f"The checkpoint's tensors do not match its config: missing {sorted(missing)[:4]}, "
                         f"unexpected {sorted(unexpected)[:4]}.", "Re-export the checkpoint.")
-    transposed = _patterns(fmt.transposed, config.n_layer)
+    transposed = name_patterns(fmt.transposed, config.n_layer)
     out: dict[str, torch.Tensor] = {}
-    for hf_name, natives in _table(config, fmt, expected).items():
+    for hf_name, natives in name_table(config, fmt, expected).items():
         parts = [state_dict[n].detach() for n in natives]
         t = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         out[hf_name] = (t.t() if hf_name in transposed else t).contiguous()
     return out
 
 
-def _hf_config(ckpt: Checkpoint, dtype: torch.dtype) -> dict[str, Any]:
+def hf_config(ckpt: Checkpoint, dtype: torch.dtype) -> dict[str, Any]:
     c = ckpt.config
     fmt = FORMATS[c.arch]
     gen, tok = ckpt.generation, ckpt.tokenizer
@@ -432,7 +432,7 @@ def write_hf_dir(ckpt: Checkpoint, out: str | Path) -> Path:
     fmt = FORMATS[ckpt.config.arch]
     tensors = to_hf_tensors(ckpt.state_dict, ckpt.config, fmt)
     dtype = next(iter(tensors.values())).dtype
-    config = _hf_config(ckpt, dtype)
+    config = hf_config(ckpt, dtype)
     from safetensors.torch import save_file
 
     with atomic_path(out) as tmp:
