@@ -32,7 +32,7 @@ from gpts.evaluate import classify, read_jsonl  # noqa: E402
 from gpts.finetune import FinetuneConfig, Finetuner, finetune, padded  # noqa: E402
 
 RANK, ALPHA, BATCH, LR = 8, 16.0, 8, 1e-3
-TIMED_STEPS, WARMUP_STEPS = 10, 2
+TIMED_STEPS, WARMUP_STEPS = 20, 2
 
 
 def evaluate(model_ref: str, test: Path) -> dict:
