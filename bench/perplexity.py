@@ -24,15 +24,9 @@ from gpts.registry import bundled_path
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def transformers_nll(text: str, context: int, stride: int) -> tuple[float, int]:
-    """Summed NLL and tokens scored, the loop of Hugging Face's perplexity guide."""
-    import transformers
-
-    path = bundled_path("smollm2-135m-instruct")
-    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                              dtype=torch.float32).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    ids = tokenizer(text, return_tensors="pt").input_ids
+def reference_nll(model, ids: torch.Tensor, context: int, stride: int) -> tuple[float, int]:
+    """Summed NLL and tokens scored by a transformers model over token ids (1, N): the loop of Hugging Face's
+    perplexity guide. tests/test_evaluate.py checks gpts against it too."""
     nll, n, scored_to = 0.0, 0, 0
     for begin in range(0, ids.size(1), stride):
         end = min(begin + context, ids.size(1))
@@ -41,11 +35,21 @@ def transformers_nll(text: str, context: int, stride: int) -> tuple[float, int]:
         labels[:, :-(end - scored_to)] = -100
         with torch.inference_mode():
             loss = model(window, labels=labels).loss
-        k = int((labels[:, 1:] != -100).sum())
+        k = int((labels[:, 1:] != -100).sum())  # the tokens the shifted loss averages over
         nll, n, scored_to = nll + loss.item() * k, n + k, end
         if end == ids.size(1):
             break
     return nll, n
+
+
+def transformers_nll(text: str, context: int, stride: int) -> tuple[float, int]:
+    import transformers
+
+    path = bundled_path("smollm2-135m-instruct")
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                              dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return reference_nll(model, tokenizer(text, return_tensors="pt").input_ids, context, stride)
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ import tokenizers
 import torch
 
 from gpts.checkpoint import Checkpoint, save_native
-from gpts.cli import main
 from gpts.config import Config
 from gpts.model import GPT
 from gpts.tokenizer import Tokenizer
+
 from helpers import run
 
 CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20

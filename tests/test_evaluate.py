@@ -4,7 +4,6 @@ passes, metrics against hand-computed values, each `gpts eval` command through t
 import json
 import math
 import re
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 
 import gpts
 from gpts.checkpoint import Checkpoint, save_native
-from gpts.cli import main
 from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.evaluate import (ClassificationTask, choice, choice_tokens, classification_messages, classification_metrics,
@@ -21,7 +19,8 @@ from gpts.evaluate import (ClassificationTask, choice, choice_tokens, classifica
                            score_continuations, sliding_windows, write_task)
 from gpts.model import GPT
 from gpts.tokenizer import Tokenizer
-from helpers import run
+
+from helpers import bench_module, run
 
 CORPUS = ["the quick brown fox jumps over the lazy dog.", "hello world, hello gpts!", "a tiny model for tests,",
           "good movie", "bad movie", "great film, loved it", "awful film, hated it"] * 10
@@ -106,20 +105,8 @@ def test_perplexity_matches_transformers(arch, stride, request, tmp_path):
     hf_dir = write_hf_dir(read_checkpoint(str(model_dir)), tmp_path / "hf")
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     ids = transformers.AutoTokenizer.from_pretrained(hf_dir)(TEXT, return_tensors="pt").input_ids
-    context, nll_sum, n_tokens, prev_end = 32, 0.0, 0, 0
-    for begin in range(0, ids.size(1), stride):
-        end = min(begin + context, ids.size(1))
-        window = ids[:, begin:end]
-        labels = window.clone()
-        labels[:, :-(end - prev_end)] = -100
-        with torch.no_grad():
-            loss = hf(window, labels=labels).loss
-        scored = int((labels[:, 1:] != -100).sum())  # the tokens the shifted loss averages over
-        nll_sum += loss.item() * scored
-        n_tokens += scored
-        prev_end = end
-        if end == ids.size(1):
-            break
+    context = 32
+    nll_sum, n_tokens = bench_module("perplexity").reference_nll(hf, ids, context, stride)
 
     result = perplexity(gpts.load(str(model_dir)), TEXT, context=context, stride=stride)
     assert result.tokens == n_tokens

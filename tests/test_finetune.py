@@ -3,7 +3,6 @@
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 
 import gpts
 from gpts.checkpoint import Checkpoint, save_native
-from gpts.cli import main
 from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.evaluate import classify, read_task
@@ -19,7 +17,8 @@ from gpts.finetune import FinetuneConfig, finetune, plan
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
 from gpts.tokenizer import Tokenizer
-from helpers import run
+
+from helpers import bench_module, run
 
 REVIEWS = [("great film, loved it", "positive"), ("awful film, hated it", "negative"),
            ("a good movie", "positive"), ("a bad movie", "negative"), ("loved every minute", "positive"),
@@ -183,8 +182,7 @@ def test_an_adapter_needs_its_own_base(base_dir, data, tmp_path):
 @pytest.mark.slow
 def test_lora_teaches_the_bundled_model_a_task(bundled_gguf, tmp_path):
     """bench/finetune.py, shortened: held-out macro-F1 rises to at least 0.9 after one short LoRA epoch."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import reviews
+    reviews = bench_module("reviews")
 
     torch.set_num_threads(2)  # the real model: worth both cores
     train, test = reviews.write_task(tmp_path / "task", n=160)

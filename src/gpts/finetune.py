@@ -10,7 +10,8 @@ A run directory:
     task.json             labels and instructions of a classification task, reused by `gpts eval classify`
     finetune_config.json  the settings, with the resolved hyperparameters
     metrics.jsonl, results.csv, metrics.png
-    checkpoints/epoch-N/  what --resume needs (trainable weights, optimizer, step, RNG); the last three are kept
+    checkpoints/step-N/   what --resume needs (trainable weights, optimizer, step, RNG), at each epoch end and at
+                          --max-steps; the last three are kept
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from gpts import lora
 from gpts.checkpoint import Checkpoint, save_native
@@ -43,7 +43,8 @@ from gpts.fileio import atomic_path, read_json, write_text
 from gpts.finetune_data import IGNORE_INDEX as IGNORE, FinetuneDataset, FinetuneExample, load_dataset
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
-from gpts.train import learning_rate, read_metrics, rng_states, set_rng_states, write_model_files
+from gpts.train import (append_metrics, learning_rate, rewind_metrics, rng_states, set_rng_states, summary_table,
+                        write_model_files)
 
 SETTINGS_FILE = "finetune_config.json"
 KEEP_CHECKPOINTS = 3
@@ -292,7 +293,7 @@ class Finetuner:
                 progress.update(task, completed=self.step, step=self.step, epoch=epoch + 1,
                                 loss=f"{row['train_loss']:.4f}", acc=f"{row['train_mean_token_accuracy']:.3f}")
         elapsed = self.clock_s + time.perf_counter() - started
-        if stopped_early:
+        if stopped_early and self.step % p.steps_per_epoch:  # an epoch end has its checkpoint already
             self.checkpoint(elapsed)
         self.save_model()
         last_full = next((r for r in reversed(self.rows) if "full_valid_loss" in r), {})
@@ -302,18 +303,14 @@ class Finetuner:
                    "final_train_loss": self.rows[-1]["train_loss"] if self.rows else None,
                    "full_valid_loss": last_full.get("full_valid_loss"),
                    "full_valid_mean_token_accuracy": last_full.get("full_valid_mean_token_accuracy")}
-        table = Table("", "", show_header=False, box=None, title="fine-tuning summary", title_justify="left")
-        for key, value in summary.items():
-            table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
-        self.console.print(table)
+        self.console.print(summary_table(summary, "fine-tuning summary"))
         return summary
 
     # -- what the run writes --------------------------------------------------------------------------------------
 
     def record(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:  # appended: a crash loses at most this line
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.run_dir / "metrics.jsonl", row)
         if "epoch" in row or "valid_loss" in row:
             self.write_reports()
 
@@ -351,8 +348,7 @@ class Finetuner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.clock_s = state["step"], state["elapsed_s"]
         set_rng_states(state["rng"])
-        self.rows = read_metrics(self.run_dir / "metrics.jsonl", self.step)
-        write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+        self.rows = rewind_metrics(self.run_dir / "metrics.jsonl", self.step)
 
     def save_model(self) -> None:
         """The fine-tuned model into the run directory: a LoRA adapter, or a whole native checkpoint."""

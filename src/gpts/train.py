@@ -479,8 +479,9 @@ def write_model_files(run_dir: Path, write: Callable[[Path], None],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    """The rows a resumed run keeps: those of the steps its checkpoint had done (a crash may have left more)."""
+def rewind_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    """The rows a resumed run keeps, those of the steps its checkpoint had done (a crash may have left more),
+    rewritten as the whole file."""
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -490,7 +491,20 @@ def read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
                 continue
             if row.get("step", math.inf) <= up_to_step:
                 rows.append(row)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:  # appended: a crash loses at most this line
+        f.write(json.dumps(row) + "\n")
+
+
+def summary_table(summary: dict[str, Any], title: str) -> Table:
+    table = Table("", "", show_header=False, box=None, title=title, title_justify="left")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
+    return table
 
 
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
@@ -581,8 +595,7 @@ class Trainer:
         self.best_val, self.target_reached_s = state["best_val_loss"], state["target_reached_s"]
         set_rng_states(state["rng"])
         if self.dist.main:
-            self.rows = read_metrics(self.run_dir / "metrics.jsonl", self.step)
-            write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+            self.rows = rewind_metrics(self.run_dir / "metrics.jsonl", self.step)
 
     def checkpoint(self) -> None:
         """The latest model into the run directory, then everything --resume needs into checkpoint/."""
@@ -721,7 +734,7 @@ class Trainer:
                    "final_val_loss": val, "best_val_loss": self.best_val, "target_val_loss": c.target_val_loss,
                    "target_reached_s": self.target_reached_s}
         if main:
-            self.print_summary(summary)
+            Console().print(summary_table(summary, "pretraining summary"))
         return summary
 
     def report(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, evaluate: bool, stop: str | None,
@@ -752,8 +765,7 @@ class Trainer:
 
     def record(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:  # appended: a crash loses at most this line
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.run_dir / "metrics.jsonl", row)
 
     def report_evaluation(self, row: dict[str, Any], val: float, progress: Progress) -> None:
         kind = "full validation" if "full_val_loss" in row else "validation"
@@ -765,12 +777,6 @@ class Trainer:
             with open(self.run_dir / "samples.txt", "a") as f:
                 f.write(f"--- step {row['step']} ---\n{text}\n\n")
             progress.console.print(text, markup=False, highlight=False, style="dim")
-
-    def print_summary(self, summary: dict[str, Any]) -> None:
-        table = Table("", "", show_header=False, box=None, title="pretraining summary", title_justify="left")
-        for key, value in summary.items():
-            table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
-        Console().print(table)
 
 
 def pretrain(config: TrainConfig) -> dict[str, Any]:
