@@ -61,6 +61,15 @@ def test_conversion_is_cached(smol):
 
 
 @pytest.mark.slow
+def test_the_bundled_sampling_defaults_go_with_the_file(smol, bundled_gguf, tmp_path):
+    defaults = {"temperature": 0.2, "top_p": 0.9}  # from the model card; GGUF files carry none
+    assert smol.generation_defaults.items() >= defaults.items()
+    assert gpts.load(str(bundled_gguf)).generation_defaults.items() >= defaults.items()  # named by its path
+    native = gpts.api.convert_model("default", "gpts", tmp_path / "native")
+    assert gpts.load(str(native)).generation_defaults.items() >= defaults.items()
+
+
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(smol):
     a = smol.chat(CHAT, max_new_tokens=16, seed=5, temperature=0.8)
     b = smol.chat(CHAT, max_new_tokens=16, seed=5, temperature=0.8)

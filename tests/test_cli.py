@@ -45,6 +45,9 @@ def test_generate_prints_only_the_continuation(tiny_model_dir, monkeypatch, caps
                        "--max-new-tokens", "5", "--temperature", "0", "--ignore-eos")
     assert code == 0
     assert out.strip() and "hello" not in out.split()[:1]
+    code, out, _ = run(monkeypatch, capsys, "generate", "hello", "--model", str(tiny_model_dir),
+                       "--max-new-tokens", "5", "--ignore-eos", "-n", "2", "--seed", "1")
+    assert code == 0 and "1/2" in out.splitlines()[0] and sum("2/2" in line for line in out.splitlines()) == 1
 
 
 def test_generate_json_shape_and_seed(tiny_model_dir, monkeypatch, capsys):
@@ -113,19 +116,27 @@ def truncated_gguf(tmp_path: Path) -> Path:
     return path
 
 
-def unknown_arch_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
-    path = tmp_path / "mamba"
+def model_copy(tmp_path: Path, tiny_model_dir: Path, file: str, text: str) -> Path:
+    """A copy of the tiny model with one of its files replaced by `text`."""
+    path = tmp_path / f"copy-{file}"
     shutil.copytree(tiny_model_dir, path)
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, "arch": "mamba"}))
+    (path / file).write_text(text)
     return path
 
 
-def broken_config_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
-    path = tmp_path / "broken"
-    shutil.copytree(tiny_model_dir, path)
-    (path / "config.json").write_text('{"arch": "llama",')
+def config_with(tiny_model_dir: Path, **changes) -> str:
+    return json.dumps({**json.loads((tiny_model_dir / "config.json").read_text()), **changes})
+
+
+def corrupt_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "corrupt.gguf"
+    path.write_bytes(b"GGUF" + bytes(range(256)) * 40)  # the magic, then nonsense
     return path
+
+
+def file_as_parent(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("")
+    return tmp_path / "a-file" / "out"
 
 
 def precious_dir(tmp_path: Path) -> Path:
@@ -139,10 +150,17 @@ BAD_INPUTS = [
     ("missing path", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "nope")], "No model named"),
     ("not a gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(tmp / "x.gguf")], "No model named"),
     ("truncated gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(truncated_gguf(tmp))], "truncated.gguf"),
-    ("unknown architecture", lambda tmp, tiny: ["generate", "hi", "--model", str(unknown_arch_dir(tmp, tiny))],
-     "Unknown architecture"),
-    ("malformed config.json", lambda tmp, tiny: ["generate", "hi", "--model", str(broken_config_dir(tmp, tiny))],
-     "Cannot read"),
+    ("unknown architecture", lambda tmp, tiny: ["generate", "hi", "--model", str(
+        model_copy(tmp, tiny, "config.json", config_with(tiny, arch="mamba")))], "Unknown architecture"),
+    ("corrupt gguf", lambda tmp, tiny: ["generate", "hi", "--model", str(corrupt_gguf(tmp))], "corrupt.gguf"),
+    ("config does not fit the weights", lambda tmp, tiny: ["generate", "hi", "--model", str(
+        model_copy(tmp, tiny, "config.json", config_with(tiny, intermediate_size=1000)))], "do not fit the config"),
+    ("malformed generation_config.json", lambda tmp, tiny: ["generate", "hi", "--model", str(
+        model_copy(tmp, tiny, "generation_config.json", "{bad"))], "generation_config.json"),
+    ("unknown preset", lambda tmp, tiny: ["pretrain", "--model", "gpt9-nano", "--data", str(tiny / "config.json"),
+                                          "--out", str(tmp / "run")], "Unknown model preset"),
+    ("malformed config.json", lambda tmp, tiny: ["generate", "hi", "--model", str(
+        model_copy(tmp, tiny, "config.json", '{"arch": "llama",'))], "Cannot read"),
     ("empty prompt", lambda tmp, tiny: ["generate", "", "--model", str(tiny)], "empty"),
     ("prompt longer than context", lambda tmp, tiny: ["generate", "hello world " * 100, "--model", str(tiny)],
      "context"),
@@ -150,10 +168,15 @@ BAD_INPUTS = [
      "temperature"),
     ("top_p zero", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--top-p", "0"], "top_p"),
     ("top_p above one", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--top-p", "1.5"], "top_p"),
+    ("tiny temperature", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--temperature", "1e-40"],
+     "--temperature"),
+    ("seed out of range", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--seed", str(2**64)], "--seed"),
     ("unknown dtype", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--dtype", "int3"], "dtype"),
     ("unknown format", lambda tmp, tiny: ["convert", str(tiny), "--to", "onnx", "--out", str(tmp / "o")], "onnx"),
     ("convert over a non-model directory", lambda tmp, tiny: ["convert", str(tiny), "--to", "gpts", "--out",
                                                                str(precious_dir(tmp)), "--force"], "will not replace"),
+    ("convert under a file", lambda tmp, tiny: ["convert", str(tiny), "--to", "gguf", "--out",
+                                                 str(file_as_parent(tmp))], "is a file, not a directory"),
     ("convert over an existing model", lambda tmp, tiny: ["convert", str(tiny), "--to", "gpts", "--out", str(tiny)],
      "--force"),
     ("offline hub", lambda tmp, tiny: ["generate", "hi", "--model", "hf:someone/missing-model"], "offline"),
@@ -172,6 +195,27 @@ def test_bad_input_is_a_clear_error(name, args, expected, tiny_model_dir, tmp_pa
     assert err.startswith("Error:")
     assert (tmp_path / "precious" / "notes.txt").exists() == (name == "convert over a non-model directory")
     assert (tiny_model_dir / "model.safetensors").is_file()
+
+
+def test_stop_flag_escapes(tiny_model_dir, monkeypatch, capsys):
+    from gpts.cli import unescape
+
+    assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb") == "a\tb" and unescape(r"\\n") == "\\n"
+    args = ["generate", "hello world", "--model", str(tiny_model_dir), "--max-new-tokens", "12", "--temperature", "0",
+            "--ignore-eos", "--json"]
+    text = json.loads(run(monkeypatch, capsys, *args)[1])["completions"][0]["text"]
+    stop = text[3:5]  # two characters the greedy text is sure to contain
+    escaped = stop.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    stopped = json.loads(run(monkeypatch, capsys, *args, "--stop", escaped)[1])["completions"][0]
+    assert stopped["finish_reason"] == "stop" and stopped["text"] == text[:text.index(stop)]
+
+
+def test_a_gguf_file_by_any_name(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    target = tmp_path / "model.bin"
+    assert run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "gguf", "--out", str(target))[0] == 0
+    code, out, err = run(monkeypatch, capsys, "models", "show", str(target), "--json")
+    assert code == 0, err
+    assert json.loads(out)["source"].startswith("GGUF file")
 
 
 def test_convert_force_replaces_a_model(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -153,6 +153,9 @@ def test_bad_input_is_clear_and_leaves_nothing(base_dir, data, tmp_path, monkeyp
         settings(base_dir, data, out, method="qlora")
     with pytest.raises(GptsError, match="n_epochs"):
         settings(base_dir, data, out, n_epochs="many")
+    with pytest.raises(GptsError, match="batch_size=7.5 is not a whole number"):
+        settings(base_dir, data, out, batch_size=7.5)
+    assert settings(base_dir, data, out, n_epochs=2.0).n_epochs == 2
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(GptsError, match="already exists"):

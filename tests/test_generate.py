@@ -233,13 +233,16 @@ def test_timings(model):
 
 def test_context_overflow_is_an_error_or_truncates(model):
     prompt = list(range(1, 61))  # 60 of the 64 positions
-    with pytest.raises(GptsError, match="prompt is 60 tokens.*context is 64"):
+    with pytest.raises(GptsError, match="prompt of 60 tokens plus 10 new tokens does not fit.* context of 64 tokens"):
         generate(model, prompt, max_new_tokens=10)
+    with pytest.raises(GptsError, match="prompt of 64 tokens plus at least one new token does not fit"):
+        generate(model, list(range(1, 65)))
     out = generate(model, prompt, max_new_tokens=10, temperature=0, truncate=True)[0]
     assert out.prompt_tokens == 54 and len(out.token_ids) == 10
     assert out.token_ids == generate(model, prompt[-54:], max_new_tokens=10, temperature=0)[0].token_ids
-    with pytest.raises(GptsError, match="no room"):
+    with pytest.raises(GptsError, match="no room") as e:
         generate(model, prompt, max_new_tokens=64, truncate=True)
+    assert e.value.fix == "Ask for at most 63 new tokens."
 
 
 def test_default_length_fits_the_context(model):
@@ -253,10 +256,20 @@ def test_default_length_fits_the_context(model):
 @pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
                                  dict(min_p=1.5), dict(min_p=-0.1), dict(repetition_penalty=0.0),
                                  dict(max_new_tokens=0), dict(max_length=0), dict(num_return_sequences=0),
-                                 dict(stop=[""]), dict(temperature=float("nan")), dict(top_k=2.5)])
+                                 dict(stop=[""]), dict(temperature=float("nan")), dict(top_k=2.5),
+                                 dict(temperature=1e-40), dict(repetition_penalty=1e-40), dict(seed=-1),
+                                 dict(seed=2**64)])
 def test_invalid_settings_are_clear_errors(model, bad):
-    with pytest.raises(GptsError, match=next(iter(bad))):
+    name = next(iter(bad))
+    with pytest.raises(GptsError, match=name) as e:
         generate(model, PROMPTS[0], **bad)
+    assert f"--{name.replace('_', '-')}" in e.value.fix  # the flag to change, for CLI users
+
+
+def test_the_smallest_temperature_and_penalty_sample_without_overflow(model):
+    out = generate(model, PROMPTS[0], max_new_tokens=4, temperature=1e-6, repetition_penalty=1e-6, seed=0)[0]
+    greedy = generate(model, PROMPTS[0], max_new_tokens=4, temperature=0, repetition_penalty=1e-6)[0]
+    assert out.token_ids == greedy.token_ids
 
 
 def test_bad_prompts_are_clear_errors(model):

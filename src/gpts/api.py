@@ -2,7 +2,7 @@
 
     import gpts
     model = gpts.load("default")
-    print(model.generate("The capital of France is", max_new_tokens=8).text)
+    print(model.generate("The capital of France is", max_new_tokens=8)[0].text)
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from gpts import paths
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
+from gpts.fileio import check_writable
 from gpts.generate import Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
 from gpts.model import GPT
-from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_generation_defaults, bundled_path, read_checkpoint, resolve
+from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_path, read_checkpoint, resolve
 from gpts.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -78,7 +79,7 @@ def load(ref: str = "default", dtype: str = "float32", device: str = "cpu") -> L
         raise GptsError(f"The model {ref!r} has no tokenizer.",
                         "Add tokenizer.json (or vocab.json + merges.txt) to the model directory.")
     gpt = GPT.from_state_dict(ckpt.config, ckpt.state_dict).to(device).eval()
-    return LoadedModel(mref, gpt, ckpt.tokenizer, {**bundled_generation_defaults(mref), **ckpt.generation})
+    return LoadedModel(mref, gpt, ckpt.tokenizer, ckpt.generation)
 
 
 # -- catalogue ---------------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ def merge_adapter(adapter: str, out: str | Path, overwrite: bool = False) -> Pat
 
 def _check_writable(out: Path, overwrite: bool) -> None:
     """Writes replace `out` whole, so never point them at something that is not a model."""
+    check_writable(out)  # before reading the model, which can take a while
     if not out.exists():
         return
     is_model = out.is_file() or (out / "config.json").is_file() or not any(out.iterdir())

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path
+from gpts.fileio import atomic_path, read_json
 from gpts.tokenizer import Tokenizer
 
 
@@ -67,5 +67,5 @@ def load_native(path: str | Path) -> Checkpoint:
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
     tokenizer = Tokenizer.from_dir(path) if has_tokenizer else None
     gen_file = path / "generation_config.json"
-    generation = json.loads(gen_file.read_text()) if gen_file.is_file() else {}
+    generation = read_json(gen_file) if gen_file.is_file() else {}
     return Checkpoint(config, state_dict, tokenizer, generation)

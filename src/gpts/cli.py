@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -32,7 +33,8 @@ TopK = Annotated[Optional[int], typer.Option(help="Sample from the k most likely
 TopP = Annotated[Optional[float], typer.Option(help="Sample from the smallest set with this total probability.")]
 MinP = Annotated[Optional[float], typer.Option(help="Drop tokens below this fraction of the top probability.")]
 RepetitionPenalty = Annotated[Optional[float], typer.Option(help="Penalize tokens already seen (1: off).")]
-Stop = Annotated[Optional[list[str]], typer.Option(help="Stop before this text (repeatable).")]
+Stop = Annotated[Optional[list[str]], typer.Option(
+    help="Stop before this text (repeatable). \\n, \\t and \\\\ stand for a newline, a tab and a backslash.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")]
 IgnoreEos = Annotated[bool, typer.Option(help="Keep generating past the end-of-sequence token.")]
 Truncate = Annotated[bool, typer.Option(help="Drop the start of a prompt that does not fit the context.")]
@@ -41,8 +43,17 @@ Truncate = Annotated[bool, typer.Option(help="Drop the start of a prompt that do
 def sampling(max_new_tokens, max_length, temperature, top_k, top_p, min_p, repetition_penalty, stop, seed,
              ignore_eos, truncate) -> dict:
     return dict(max_new_tokens=max_new_tokens, max_length=max_length, temperature=temperature, top_k=top_k,
-                top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, stop=stop or None, seed=seed,
-                ignore_eos=ignore_eos or None, truncate=truncate or None)
+                top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                stop=[unescape(s) for s in stop] if stop else None, seed=seed, ignore_eos=ignore_eos or None,
+                truncate=truncate or None)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """A shell passes `--stop "\\n"` as a backslash and an n; a newline is what people mean by it."""
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m[1]], text)
 
 
 # -- generate and chat ----------------------------------------------------------------------------------
@@ -88,8 +99,12 @@ def generate(prompt: Annotated[str, typer.Argument(help="The text to continue.")
             "usage": {"prompt_tokens": first.prompt_n, "completion_tokens": predicted_n},
             "timings": timings.to_dict(),
         }, ensure_ascii=False))
-    else:
-        print("\n\n".join(c.text for c in completions))
+    elif len(completions) == 1:
+        print(completions[0].text)
+    else:  # a rule between continuations, since a continuation may hold blank lines itself
+        for i, c in enumerate(completions, 1):
+            out.rule(f"{i}/{len(completions)}", style="dim")
+            print(c.text)
 
 
 @app.command()
@@ -486,14 +501,22 @@ def eval_generate(file: ExamplesArg, model: ModelOpt = "default", dtype: DtypeOp
     out.print(metrics_table({"examples": result.n, "exact_match": result.exact_match, "contains": result.contains}))
 
 
+def _print_error(problem: str, fix: str) -> None:
+    err.print("[bold red]Error:[/] ", end="")
+    err.print(problem, markup=False, highlight=False)
+    if fix:
+        err.print(fix, markup=False, highlight=False)
+
+
 def main() -> None:
     try:
         app()
     except GptsError as e:
-        err.print("[bold red]Error:[/] ", end="")
-        err.print(e.problem, markup=False, highlight=False)
-        if e.fix:
-            err.print(e.fix, markup=False, highlight=False)
+        _print_error(e.problem, e.fix)
+        sys.exit(1)
+    except OSError as e:  # the machine's side (disk full, permissions) rather than a bug: no traceback either
+        where = f" ({e.filename})" if e.filename else ""
+        _print_error(f"{e.strerror or e}{where}.", "Check the path, its permissions and the free disk space.")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -18,20 +18,46 @@ from gpts.errors import GptsError
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path` (a file or a directory)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     target = tmp / path.name
     try:
         yield target
-        if path.is_dir() and not path.is_symlink():
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            old = tmp / ".old"
-            os.replace(path, old)
-            os.replace(target, path)
-        else:
-            os.replace(target, path)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                # A directory cannot be renamed over a non-empty one: move the old one aside first.
+                old = tmp / ".old"
+                os.replace(path, old)
+                os.replace(target, path)
+            else:
+                os.replace(target, path)
+        except OSError as e:
+            raise _cannot_write(path, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail at once, before any long work, when `path` can never be written: a file stands where a parent
+    directory must go, or the nearest existing parent is read-only."""
+    path = Path(path).absolute()
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GptsError(f"Cannot write {path}: {parent} is a file, not a directory.", "Choose another output path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GptsError(f"Cannot write {path}: the directory {parent} is not writable.",
+                        "Choose an output path in a directory you can write to.")
+
+
+def _cannot_write(path: Path, e: OSError) -> GptsError:
+    return GptsError(f"Cannot write {path}: {e.strerror or e}.",
+                     "Choose an output path in a directory you can write to, on a disk with room to spare.")
 
 
 def read_json(path: str | Path) -> Any:

@@ -94,6 +94,12 @@ class FinetuneConfig:
             if value != "auto" and not (isinstance(value, (int, float)) and value > 0):
                 raise GptsError(f"{name}={value!r} is neither 'auto' nor a positive number.",
                                 f"Give {name} as auto or a number above 0.")
+        for name in ("n_epochs", "batch_size"):  # counted, so never cut silently: 2.5 epochs is not 2
+            value = getattr(self, name)
+            if value != "auto":
+                if value != int(value):
+                    raise GptsError(f"{name}={value!r} is not a whole number.", f"Give {name} as auto or a whole number.")
+                setattr(self, name, int(value))
         if not 0 <= self.val_fraction < 1:
             raise GptsError(f"val_fraction={self.val_fraction} is not in [0, 1).", "Try 0.1.")
         for name in ("lora_rank", "eval_interval", "max_steps", "max_length"):
@@ -128,10 +134,10 @@ def plan(config: FinetuneConfig, n_train: int) -> Plan:
         elif n_train * n_epochs > 25_000:
             n_epochs = max(1, 25_000 // n_train)
     else:
-        n_epochs = int(config.n_epochs)
+        n_epochs = config.n_epochs
     # At least 8: on a CPU, smaller batches leave the cores idle for no gain in quality.
     batch_size = (min(n_train, max(8, min(256, math.ceil(0.002 * n_train)))) if config.batch_size == "auto"
-                  else min(int(config.batch_size), n_train))
+                  else min(config.batch_size, n_train))
     multiplier = 1.0 if config.learning_rate_multiplier == "auto" else float(config.learning_rate_multiplier)
     lr = config.learning_rate or multiplier * BASE_LEARNING_RATE[config.method]
     steps = math.ceil(n_train / batch_size)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 # New tokens when neither max_new_tokens nor max_length is set (capped by what the context has left).
 DEFAULT_MAX_NEW_TOKENS = 256
+# The smallest temperature and repetition penalty. Logits divided by both stay far inside float32's range;
+# much smaller ones overflow to inf, and softmax(inf) is nan. (Temperature 0 already means greedy.)
+MIN_SCALE = 1e-6
 
 FinishReason = Literal["stop", "length"]
 Prompt = str | Sequence[int]
@@ -82,7 +85,8 @@ class GenerationConfig:
 
     def validate(self) -> None:
         def bad(name: str, rule: str) -> GptsError:
-            return GptsError(f"Invalid {name}={getattr(self, name)!r}: it must be {rule}.")
+            flag = "" if name == "eos_token_ids" else f" (--{name.replace('_', '-')})"  # the only one with no flag
+            return GptsError(f"Invalid {name}={getattr(self, name)!r}.", f"{name}{flag} must be {rule}.")
 
         def is_int(x: Any) -> bool:
             return isinstance(x, int) and not isinstance(x, bool)
@@ -94,16 +98,16 @@ class GenerationConfig:
             value = getattr(self, name)
             if value is not None and not (is_int(value) and value >= 1):
                 raise bad(name, "a whole number >= 1")
-        if not (is_num(self.temperature) and self.temperature >= 0):
-            raise bad("temperature", "a number >= 0 (0 means greedy)")
+        if not (is_num(self.temperature) and (self.temperature == 0 or self.temperature >= MIN_SCALE)):
+            raise bad("temperature", f"0 (greedy) or a number >= {MIN_SCALE:g}")
         if self.top_k is not None and not (is_int(self.top_k) and self.top_k >= 0):
             raise bad("top_k", "a whole number >= 0 (0 turns it off)")
         if not (is_num(self.top_p) and 0 < self.top_p <= 1):
             raise bad("top_p", "in (0, 1] (1 turns it off)")
         if not (is_num(self.min_p) and 0 <= self.min_p <= 1):
             raise bad("min_p", "in [0, 1] (0 turns it off)")
-        if not (is_num(self.repetition_penalty) and self.repetition_penalty > 0):
-            raise bad("repetition_penalty", "a number > 0 (1 turns it off)")
+        if not (is_num(self.repetition_penalty) and self.repetition_penalty >= MIN_SCALE):
+            raise bad("repetition_penalty", f"a number >= {MIN_SCALE:g} (1 turns it off)")
         if not (is_int(self.num_return_sequences) and self.num_return_sequences >= 1):
             raise bad("num_return_sequences", "a whole number >= 1")
         if not (isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop)):
@@ -111,8 +115,8 @@ class GenerationConfig:
         if self.eos_token_ids is not None and not (
                 isinstance(self.eos_token_ids, list) and all(is_int(i) and i >= 0 for i in self.eos_token_ids)):
             raise bad("eos_token_ids", "a list of token ids")
-        if self.seed is not None and not is_int(self.seed):
-            raise bad("seed", "a whole number")
+        if self.seed is not None and not (is_int(self.seed) and 0 <= self.seed < 2**64):
+            raise bad("seed", "a whole number from 0 to 2**64 - 1")
 
 
 # -- logits processors (Hugging Face's definitions, on (B, V) float logits) -----------------------------
@@ -202,6 +206,10 @@ class Timings:
     def to_dict(self) -> dict[str, float]:
         return {**dataclasses.asdict(self), "prompt_per_second": self.prompt_per_second,
                 "predicted_per_second": self.predicted_per_second}
+
+
+def _tokens(n: int, kind: str = "") -> str:
+    return f"{n:,} {kind}token{'s' * (n != 1)}"
 
 
 def _per_second(n: int, ms: float) -> float:
@@ -371,14 +379,17 @@ class GenerationStream:
             steps = max(1, min(DEFAULT_MAX_NEW_TOKENS, context - longest))
         if longest + steps <= context:
             return prompts, steps
-        if not cfg.truncate:
-            raise GptsError(f"The prompt is {longest} token{'s' * (longest != 1)} and {steps} new tokens were asked for, "
-                            f"but the model's context is {context} tokens.",
-                            "Shorten the prompt, ask for fewer new tokens, or turn on truncation (--truncate).")
         keep = context - steps
         if keep < 1:
             raise GptsError(f"{steps} new tokens leave no room for a prompt in the model's {context}-token context.",
-                            "Ask for fewer new tokens.")
+                            f"Ask for at most {context - 1} new tokens.")
+        if not cfg.truncate:
+            asked = cfg.max_new_tokens is not None or cfg.max_length is not None
+            new = _tokens(steps, "new ") if asked else "at least one new token"
+            raise GptsError(f"A prompt of {_tokens(longest)} plus {new} does not fit the model's context of "
+                            f"{_tokens(context)}.",
+                            "Shorten the prompt, ask for fewer new tokens, or turn on truncation (--truncate), "
+                            "which drops the start of the prompt.")
         return [p[-keep:] for p in prompts], steps
 
     # -- the loop -------------------------------------------------------------------------------------

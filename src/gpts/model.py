@@ -210,6 +210,11 @@ class GPT(nn.Module):
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}.",
                 "The weights and config.json come from different models; re-export the checkpoint.",
             )
+        wrong = [f"{name} is {tuple(state_dict[name].shape)}, the config makes it {tuple(t.shape)}"
+                 for name, t in model.state_dict().items() if state_dict[name].shape != t.shape]
+        if wrong:
+            raise GptsError(f"Checkpoint tensors do not fit the config: {'; '.join(wrong[:3])}.",
+                            "The weights and config.json come from different models; re-export the checkpoint.")
         model.load_state_dict(state_dict, assign=True)
         return model
 

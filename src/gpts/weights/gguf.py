@@ -166,7 +166,7 @@ def _open(path: Path) -> gguf.GGUFReader:
         return _Reader(path)
     except Exception as e:  # GGUFReader raises ValueError, IndexError, KeyError, ... on a damaged file
         raise GptsError(f"{path} is a truncated or damaged GGUF file ({path.stat().st_size} bytes); parsing it failed "
-                        f"with {type(e).__name__}: {e}.", _REDOWNLOAD) from e
+                        f"with {type(e).__name__}: {str(e).rstrip('.')}.", _REDOWNLOAD) from e
 
 
 def _f32(value: float) -> float:
