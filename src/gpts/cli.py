@@ -152,6 +152,7 @@ def chat(model: ModelOpt = "default", dtype: DtypeOpt = "float32",
             return
         if text.strip() == "/reset":
             del history[1 if system else 0:]
+            err.print("[dim]The conversation is cleared" + (" (the system prompt stays)." if system else ".") + "[/]")
             continue
         if text.strip():
             reply(text)
