@@ -218,6 +218,21 @@ def test_a_gguf_file_by_any_name(tiny_model_dir, tmp_path, monkeypatch, capsys):
     assert json.loads(out)["source"].startswith("GGUF file")
 
 
+def test_an_os_error_while_writing_is_an_error_paragraph(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import safetensors.torch
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out"))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    code, out, err = run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "hf", "--out", str(tmp_path / "out"))
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("Error: No space left on device") and "free disk space" in err
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_convert_force_replaces_a_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
     target = tmp_path / "copy"
     assert run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "gpts", "--out", str(target))[0] == 0
