@@ -202,8 +202,8 @@ class GPT(nn.Module):
         """Build a model around existing tensors without first initializing random weights."""
         with torch.device("meta"):
             model = cls(config)
-        expected = set(model.state_dict())
-        missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+        expected = model.state_dict()
+        missing, unexpected = expected.keys() - state_dict.keys(), state_dict.keys() - expected.keys()
         if missing or unexpected:
             raise GptsError(
                 f"Checkpoint tensors do not match the {config.arch} model: "
@@ -211,7 +211,7 @@ class GPT(nn.Module):
                 "The weights and config.json come from different models; re-export the checkpoint.",
             )
         wrong = [f"{name} is {tuple(state_dict[name].shape)}, the config makes it {tuple(t.shape)}"
-                 for name, t in model.state_dict().items() if state_dict[name].shape != t.shape]
+                 for name, t in expected.items() if state_dict[name].shape != t.shape]
         if wrong:
             raise GptsError(f"Checkpoint tensors do not fit the config: {'; '.join(wrong[:3])}.",
                             "The weights and config.json come from different models; re-export the checkpoint.")
