@@ -26,7 +26,6 @@ def bundled_gguf():
 def hf_smollm2(bundled_gguf):
     """(transformers' model, transformers' tokenizer) loaded from the bundled SmolLM2 GGUF: the reference."""
     transformers = pytest.importorskip("transformers")
-    import torch
 
     path = bundled_gguf
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -14,6 +14,8 @@ from gpts.data import prepare
 from gpts.errors import GptsError
 from gpts.train import TrainConfig, learning_rate, pretrain
 
+from helpers import run
+
 WORDS = "the king queen said to my lord good night and you shall not go thou art here come away".split()
 # Small enough to train in a second or two; learning rate high for loss to fall within a few dozen steps.
 TINY = dict(model="gpt2-nano", model_config={"n_layer": 2, "n_head": 4, "n_embd": 64}, block_size=32,
@@ -241,15 +243,9 @@ def test_bad_input_leaves_no_run_directory(corpus, prepared, tmp_path):
 
 
 def test_cli_pretrain(prepared, tmp_path, monkeypatch, capsys):
-    from gpts.cli import main
-
-    args = ["gpts", "pretrain", "--data", str(prepared), "--out", str(tmp_path / "run"), "--max-steps", "5",
+    args = ["pretrain", "--data", str(prepared), "--out", str(tmp_path / "run"), "--max-steps", "5",
             *[f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]]
-    monkeypatch.setattr(sys, "argv", args)
-    with pytest.raises(SystemExit) as done:
-        main()
-    assert done.value.code in (0, None) and "final_val_loss" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", [*args, "--set", "batch_sise=4"])
-    with pytest.raises(SystemExit):
-        main()
-    assert "Did you mean batch_size?" in capsys.readouterr().err
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0 and "final_val_loss" in out
+    code, _, err = run(monkeypatch, capsys, *args, "--set", "batch_sise=4")
+    assert code == 1 and "Did you mean batch_size?" in err

@@ -297,8 +297,8 @@ def finetune(model: ModelOpt = "default",
              validation_file: Annotated[Optional[Path], typer.Option(help="Validation JSONL.")] = None,
              val_fraction: Annotated[float, typer.Option(
                  help="Without --validation-file: the share of the training file held out.")] = 0.0,
-             n_epochs: Annotated[str, typer.Option(help="auto or a number.")] = "auto",
-             batch_size: Annotated[str, typer.Option(help="auto or a number.")] = "auto",
+             n_epochs: Annotated[str, typer.Option(help="auto or a whole number.")] = "auto",
+             batch_size: Annotated[str, typer.Option(help="auto or a whole number.")] = "auto",
              learning_rate_multiplier: Annotated[str, typer.Option(
                  help="auto or a number: times 1e-3 for LoRA, 2e-5 for full.")] = "auto",
              learning_rate: Annotated[Optional[float], typer.Option(help="An explicit learning rate.")] = None,
@@ -502,7 +502,7 @@ def eval_generate(file: ExamplesArg, model: ModelOpt = "default", dtype: DtypeOp
     out.print(metrics_table({"examples": result.n, "exact_match": result.exact_match, "contains": result.contains}))
 
 
-def _print_error(problem: str, fix: str) -> None:
+def print_error(problem: str, fix: str) -> None:
     err.print("[bold red]Error:[/] ", end="")
     err.print(problem, markup=False, highlight=False)
     if fix:
@@ -513,11 +513,11 @@ def main() -> None:
     try:
         app()
     except GptsError as e:
-        _print_error(e.problem, e.fix)
+        print_error(e.problem, e.fix)
         sys.exit(1)
     except OSError as e:  # the machine's side (disk full, permissions) rather than a bug: no traceback either
         where = f" ({e.filename})" if e.filename else ""
-        _print_error(f"{e.strerror or e}{where}.", "Check the path, its permissions and the free disk space.")
+        print_error(f"{e.strerror or e}{where}.", "Check the path, its permissions and the free disk space.")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

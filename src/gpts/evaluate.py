@@ -29,6 +29,7 @@ from gpts.fileio import atomic_path, read_json, write_text
 
 if TYPE_CHECKING:
     from gpts.api import LoadedModel
+    from gpts.generate import Completion
     from gpts.model import GPT
     from gpts.registry import ModelRef
     from gpts.tokenizer import Tokenizer
@@ -480,7 +481,7 @@ def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | No
         groups = [reply_tokens(tok, messages, labels) for messages in conversations]
         with _progress(progress, len(groups), "examples") as advance:
             scores = score_continuations(loaded.gpt, groups, batch_tokens, advance)
-        predictions: list[str | None] = [labels[max(range(len(s)), key=s.__getitem__)] for s in scores]
+        predictions: list[str | None] = [labels[_argmax(s)] for s in scores]
     elif method == "generate":
         longest = max(len(ids) for ids in reply_tokens(tok, conversations[0], labels)[1])
         prompts = [tok.encode_chat(messages) for messages in conversations]
@@ -499,17 +500,23 @@ def _greedy(loaded: LoadedModel, prompts: list[list[int]], max_new_tokens: int, 
         if len(ids) + max_new_tokens > context:
             raise GptsError(f"{w}: the {len(ids)}-token prompt and {max_new_tokens} new tokens do not fit the "
                             f"model's {context}-token context.", "Shorten the prompt, or ask for fewer new tokens.")
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs = [""] * len(prompts)
     with _progress(progress, len(prompts), "examples") as advance:
-        for start in range(0, len(order), GENERATE_BATCH):
-            batch = order[start:start + GENERATE_BATCH]
-            completions = loaded.generate([prompts[i] for i in batch], temperature=0.0, repetition_penalty=1.0,
-                                          max_new_tokens=max_new_tokens)
-            for i, completion in zip(batch, completions):
-                outputs[i] = completion.text
-            advance(len(batch))
-    return outputs
+        completions = generate_in_batches(loaded, prompts, GENERATE_BATCH, advance, temperature=0.0,
+                                          repetition_penalty=1.0, max_new_tokens=max_new_tokens)
+    return [c.text for c in completions]
+
+
+def generate_in_batches(loaded: LoadedModel, prompts: list[list[int]], batch_size: int,
+                        advance: Callable[[int], None], **options: Any) -> list[Completion]:
+    """One completion per prompt, in prompt order, generated in batches of similar lengths (little padding)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    completions: list[Completion] = [None] * len(prompts)  # type: ignore[list-item]  (each filled below)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        for i, completion in zip(batch, loaded.generate([prompts[i] for i in batch], **options)):
+            completions[i] = completion
+        advance(len(batch))
+    return completions
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:

@@ -55,6 +55,11 @@ def check_writable(path: str | Path) -> None:
                         "Choose an output path in a directory you can write to.")
 
 
+def is_occupied(path: Path) -> bool:
+    """Whether `path` is a file or a directory with something in it (an empty directory may be reused)."""
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
 def _cannot_write(path: Path, e: OSError) -> GptsError:
     return GptsError(f"Cannot write {path}: {e.strerror or e}.",
                      "Choose an output path in a directory you can write to, on a disk with room to spare.")

@@ -39,7 +39,7 @@ from gpts import lora
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.errors import GptsError
 from gpts.evaluate import write_task
-from gpts.fileio import atomic_path, read_json, write_text
+from gpts.fileio import atomic_path, is_occupied, read_json, write_text
 from gpts.finetune_data import IGNORE_INDEX as IGNORE, FinetuneDataset, FinetuneExample, load_dataset
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
@@ -397,7 +397,7 @@ def finetune(config: FinetuneConfig, console: Console | None = None) -> dict[str
                             "Point --out to the directory of the run to resume.")
         saved = {k: v for k, v in read_json(run_dir / SETTINGS_FILE).items() if k != "plan"}
         config = FinetuneConfig(**{**saved, "resume": True, "max_steps": config.max_steps})
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    elif is_occupied(run_dir):
         raise GptsError(f"The output directory {run_dir} already exists.",
                         "Choose another --out, delete it, or add --resume to continue its run.")
     tuner = Finetuner(config, console)  # reads and checks the model and the data before anything is written

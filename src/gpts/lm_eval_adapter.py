@@ -29,7 +29,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 import gpts
 from gpts.errors import GptsError
-from gpts.evaluate import BATCH_TOKENS, GENERATE_BATCH, _progress, score_continuations
+from gpts.evaluate import BATCH_TOKENS, GENERATE_BATCH, _progress, generate_in_batches, score_continuations
 from gpts.tokenizer import CHATML_TEMPLATE
 
 if TYPE_CHECKING:
@@ -144,14 +144,11 @@ class GptsLM(TemplateLM):
         with _progress(not disable_tqdm, len(requests), "generate_until") as advance:
             for members in by_kwargs.values():
                 options = self._generation_options(requests[members[0]].args[1])
-                prompts = {i: self.tok_encode(requests[i].args[0]) for i in members}
-                order = sorted(members, key=lambda i: len(prompts[i]))  # similar lengths, little padding
-                for start in range(0, len(order), self.generate_batch):
-                    batch = order[start:start + self.generate_batch]
-                    for i, completion in zip(batch, self.loaded.generate([prompts[i] for i in batch], **options)):
-                        outputs[i] = completion.text
-                        self.cache_hook.add_partial("generate_until", requests[i].args, outputs[i])
-                    advance(len(batch))
+                prompts = [self.tok_encode(requests[i].args[0]) for i in members]
+                completions = generate_in_batches(self.loaded, prompts, self.generate_batch, advance, **options)
+                for i, completion in zip(members, completions):
+                    outputs[i] = completion.text
+                    self.cache_hook.add_partial("generate_until", requests[i].args, outputs[i])
         return outputs
 
     def _generation_options(self, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -195,12 +192,13 @@ def _pick_device(requested: str | None) -> str:
 def main() -> None:
     """`lm_eval` with the gpts model registered: same arguments (sys.argv), same output."""
     from lm_eval.__main__ import cli_evaluate
-    from rich.console import Console
+
+    from gpts.cli import print_error
 
     try:
         cli_evaluate()
     except GptsError as e:  # what the user got wrong, without a traceback, as the gpts CLI prints it
-        Console(stderr=True).print(f"[bold red]Error:[/] {e.problem}\n{e.fix}".rstrip(), highlight=False)
+        print_error(e.problem, e.fix)
         sys.exit(1)
 
 

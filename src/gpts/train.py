@@ -52,7 +52,7 @@ from rich.table import Table
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, write_text
+from gpts.fileio import atomic_path, is_occupied, write_text
 from gpts.model import GPT
 from gpts.optim import Muon, Optimizers
 
@@ -370,7 +370,7 @@ def setup(config: TrainConfig, dist: Dist) -> Setup:
             raise GptsError(f"Cannot resume {run_dir}: it has no checkpoint yet.",
                             "Start it anew (delete it, or pass another --out).")
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-    elif dist.main and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    elif dist.main and is_occupied(run_dir):
         raise GptsError(f"The run directory {run_dir} already exists.",
                         "Continue that run with --resume, or pass another --out.")
 
