@@ -4,17 +4,17 @@
 
 1. Builds the task deterministically (bench/reviews.py: `n` reviews, a quarter held out, never trained on).
 2. Evaluates the bundled model on the held-out reviews zero-shot (`gpts eval classify`'s prompt and scoring).
-3. LoRA-fine-tunes it (`gpts finetune --method lora`, rank 8, every projection, batch 8, lr 1e-3, bfloat16).
+3. LoRA-fine-tunes it (`gpts finetune --method lora`, rank 8, every projection, batch 8, lr 1e-3, dtype auto:
+   bfloat16 autocast where the processor computes it natively, else float32).
 4. Evaluates the fine-tuned model the same way and prints both reports side by side (the goal: macro-F1 >= 0.9).
 5. Times LoRA training steps of gpts against transformers + peft on the same weights (the bundled GGUF exported
-   to a Hugging Face directory), the same tokenized batches, rank, alpha, targets, optimizer and bfloat16 autocast,
-   in the same run, and prints training tokens/s for both and the ratio.
+   to a Hugging Face directory), the same tokenized batches, rank, alpha, targets, optimizer and compute dtype, in
+   the same run, and prints training tokens/s for both and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -28,15 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reviews  # noqa: E402
 
 import gpts  # noqa: E402
-from gpts.evaluate import classify, read_jsonl  # noqa: E402
+from gpts.evaluate import classify, read_examples  # noqa: E402
 from gpts.finetune import FinetuneConfig, Finetuner, finetune, padded  # noqa: E402
+from gpts.resources import resolve_dtype  # noqa: E402
 
 RANK, ALPHA, BATCH, LR = 8, 16.0, 8, 1e-3
 TIMED_STEPS, WARMUP_STEPS = 20, 2
 
 
 def evaluate(model_ref: str, test: Path) -> dict:
-    examples = [row for _, row in read_jsonl(test, {"text": str, "label": str})]
+    examples = [row for _, row in read_examples(test, {"text": str, "label": str})]
     return classify(gpts.load(model_ref), examples, labels=reviews.LABELS).metrics
 
 
@@ -59,7 +60,7 @@ def batches(tuner: Finetuner, n: int) -> list:
 def time_gpts(train: Path, out: Path) -> tuple[float, list]:
     config = FinetuneConfig(model="default", data=str(train), out_dir=str(out), lora_rank=RANK, lora_alpha=ALPHA,
                             batch_size=BATCH, learning_rate=LR, n_epochs=1)
-    tuner = Finetuner(config, Console(file=io.StringIO()))
+    tuner = Finetuner(config)
     work = batches(tuner, WARMUP_STEPS + TIMED_STEPS)
     for batch in work[:WARMUP_STEPS]:
         tuner.train_step(batch)
@@ -70,7 +71,7 @@ def time_gpts(train: Path, out: Path) -> tuple[float, list]:
     return sum(len(ids) for b in work[WARMUP_STEPS:] for ids, _ in b) / seconds, work
 
 
-def time_peer(work: list, hf_dir: Path) -> float:
+def time_peer(work: list, hf_dir: Path, dtype: str) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -83,7 +84,7 @@ def time_peer(work: list, hf_dir: Path) -> float:
 
     def step(batch: list) -> None:
         x, y = padded(batch)  # the same right-padded inputs and shifted targets as gpts trains on
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100)
         loss.backward()
@@ -125,12 +126,13 @@ def main() -> None:
                       f"{before['macro']['f1']:.3f} -> {after['macro']['f1']:.3f} (goal: >= 0.9)")
 
         ours, work = time_gpts(train, Path(tmp) / "timing")
-        console.print(f"gpts LoRA training: {ours:,.0f} tokens/s (batch {BATCH}, rank {RANK}, bfloat16 autocast)")
+        dtype = resolve_dtype("auto", torch.device("cpu"))
+        console.print(f"gpts LoRA training: {ours:,.0f} tokens/s (batch {BATCH}, rank {RANK}, {dtype})")
         if not args.skip_peer:
             from gpts.api import convert_model
 
             hf_dir = convert_model("default", "hf", Path(tmp) / "hf")
-            theirs = time_peer(work, hf_dir)
+            theirs = time_peer(work, hf_dir, dtype)
             console.print(f"transformers + peft: {theirs:,.0f} tokens/s; ratio gpts/peer {ours / theirs:.2f}x")
 
 

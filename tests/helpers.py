@@ -1,7 +1,10 @@
 """Helpers the test modules share (fixtures live in conftest.py)."""
 
 import importlib.util
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -27,3 +30,64 @@ def bench_module(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class Recorder:
+    """A `report` callback that keeps every event, for tests to read."""
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, event):
+        self.events.append(event)
+
+    def messages(self, level: str | None = None) -> list[str]:
+        from gpts.events import Message
+
+        return [e.text for e in self.events if isinstance(e, Message) and level in (None, e.level)]
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.messages("warning")
+
+
+def killed_writer(target: Path) -> None:
+    """A process that dies (kill -9) in the middle of writing `target`, as a killed `gpts convert` does."""
+    code = textwrap.dedent(f"""
+        import time
+        from gpts.fileio import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"half a model")
+            print("writing", flush=True)
+            time.sleep(60)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+
+TINY_CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20
+
+
+def tiny_model(out: Path) -> Path:
+    """A random llama-nano with a 300-token byte-level BPE, saved as a native checkpoint at `out`."""
+    import tokenizers
+    import torch
+
+    from gpts.checkpoint import Checkpoint, save_native
+    from gpts.config import Config
+    from gpts.model import GPT
+    from gpts.tokenizer import Tokenizer
+
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE())
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(TINY_CORPUS, trainer)
+    tok = Tokenizer(backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=128)
+    save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
+    return out

@@ -6,6 +6,9 @@ import torch
 
 import gpts
 from gpts import paths
+from gpts.errors import GptsError
+
+from helpers import tiny_model
 
 CHAT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 RAW = "The history of the printing press begins in"
@@ -75,3 +78,22 @@ def test_seeded_sampling_is_reproducible(smol):
     b = smol.chat(CHAT, max_new_tokens=16, seed=5, temperature=0.8)
     c = smol.chat(CHAT, max_new_tokens=16, seed=6, temperature=0.8)
     assert a.token_ids == b.token_ids != c.token_ids
+
+
+def test_chat_takes_one_message_as_a_string(tmp_path):
+    lm = gpts.load(str(tiny_model(tmp_path / "tiny")))
+    options = dict(max_new_tokens=4, temperature=0, ignore_eos=True)
+    assert lm.chat("hello", **options).token_ids == lm.chat([{"role": "user", "content": "hello"}], **options).token_ids
+    for bad in ([], [{"role": "user"}], {"role": "user", "content": "hi"}, [("user", "hi")]):
+        with pytest.raises(GptsError, match="list of messages"):
+            lm.chat(bad)
+
+
+def test_one_rule_for_blank_prompts_and_messages(tmp_path):
+    lm = gpts.load(str(tiny_model(tmp_path / "tiny")))
+    for blank in ("", "  \n\t"):
+        with pytest.raises(GptsError, match="The prompt is blank"):
+            lm.generate(blank)
+        with pytest.raises(GptsError, match=r"The last message \(user\) is blank"):
+            lm.chat(blank)
+    lm.generate(" hello", max_new_tokens=1)  # leading or trailing spaces are text

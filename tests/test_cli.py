@@ -7,37 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import tokenizers
-import torch
 
-from gpts.checkpoint import Checkpoint, save_native
-from gpts.config import Config
-from gpts.model import GPT
-from gpts.tokenizer import Tokenizer
-
-from helpers import run
-
-CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20
-
-
-def tiny_tokenizer() -> Tokenizer:
-    backend = tokenizers.Tokenizer(tokenizers.models.BPE())
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(CORPUS, trainer)
-    return Tokenizer(backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+from helpers import killed_writer, run, tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    tok = tiny_tokenizer()
-    config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=128)
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
-    return out
+    return tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def test_generate_prints_only_the_continuation(tiny_model_dir, monkeypatch, capsys):
@@ -161,7 +137,8 @@ BAD_INPUTS = [
                                           "--out", str(tmp / "run")], "Unknown model preset"),
     ("malformed config.json", lambda tmp, tiny: ["generate", "hi", "--model", str(
         model_copy(tmp, tiny, "config.json", '{"arch": "llama",'))], "Cannot read"),
-    ("empty prompt", lambda tmp, tiny: ["generate", "", "--model", str(tiny)], "empty"),
+    ("empty prompt", lambda tmp, tiny: ["generate", "", "--model", str(tiny)], "The prompt is blank"),
+    ("blank prompt", lambda tmp, tiny: ["generate", " \n ", "--model", str(tiny)], "The prompt is blank"),
     ("prompt longer than context", lambda tmp, tiny: ["generate", "hello world " * 100, "--model", str(tiny)],
      "context"),
     ("negative temperature", lambda tmp, tiny: ["generate", "hi", "--model", str(tiny), "--temperature", "-1"],
@@ -181,7 +158,7 @@ BAD_INPUTS = [
      "--force"),
     ("offline hub", lambda tmp, tiny: ["generate", "hi", "--model", "hf:someone/missing-model"], "offline"),
     ("malformed hub ref", lambda tmp, tiny: ["generate", "hi", "--model", "hf:"], "hf:"),
-    ("empty chat message", lambda tmp, tiny: ["chat", "--model", str(tiny), "--message", " "], "empty"),
+    ("blank chat message", lambda tmp, tiny: ["chat", "--model", str(tiny), "--message", " "], "is blank"),
 ]
 
 
@@ -198,7 +175,7 @@ def test_bad_input_is_a_clear_error(name, args, expected, tiny_model_dir, tmp_pa
 
 
 def test_stop_flag_escapes(tiny_model_dir, monkeypatch, capsys):
-    from gpts.cli import unescape
+    from gpts.cli.common import unescape
 
     assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb") == "a\tb" and unescape(r"\\n") == "\\n"
     args = ["generate", "hello world", "--model", str(tiny_model_dir), "--max-new-tokens", "12", "--temperature", "0",
@@ -264,3 +241,12 @@ def test_bfloat16_compute(tiny_model_dir, monkeypatch, capsys):
     bf16 = json.loads(out)["completions"][0]["token_ids"]
     f32 = json.loads(run(monkeypatch, capsys, *args)[1])["completions"][0]["token_ids"]
     assert len(bf16) == 8 and bf16[0] == f32[0]  # rounding may change later picks of a random model, not the first
+
+
+def test_a_killed_convert_leaves_nothing_that_stays(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "tiny.gguf"
+    killed_writer(out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny.gguf.")]
+    code, _, err = run(monkeypatch, capsys, "convert", str(tiny_model_dir), "--to", "gguf", "--out", str(out))
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.gguf"]

@@ -11,9 +11,12 @@ import pytest
 
 from gpts import data
 from gpts.cli import main
+from gpts.cli.train import prepared_summary
 from gpts.data import PreparedData, is_prepared, load_tokenizer, prepare
 from gpts.errors import GptsError
 from gpts.tokenizer import ENDOFTEXT
+
+from helpers import Recorder
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 DOCS = ["First document.\nIt has two lines.\n", "Zweites Dokument: größer, mit Umlauten. 中文 😀\n",
@@ -141,7 +144,7 @@ def test_manifest_records_sources_counts_and_hashes(corpus_dir, tmp_path):
     assert (m["dtype"], m["val_fraction"], m["tokenizer"]["kind"], m["tokenizer"]["vocab_size"]) == \
         ("uint16", 0.2, "char", prepared.tokenizer.vocab_size)
     assert m["gpts_version"] and is_prepared(tmp_path / "out") and not is_prepared(corpus_dir)
-    summary = prepared.summary()
+    summary = prepared_summary(prepared)
     assert "4 documents" in summary and "skipped 1 binary" in summary and "char" in summary
 
 
@@ -211,6 +214,22 @@ def test_hf_errors_without_datasets_offline_and_for_bad_splits(tmp_path, monkeyp
     assert_nothing_left(tmp_path)
 
 
+def test_an_unreachable_hub_fails_at_once(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("[Errno -3] Temporary failure in name resolution")
+
+    def retrying(*args, **kwargs):
+        pytest.fail("datasets was asked: offline, it retries for half a minute before it fails")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
+    monkeypatch.setattr(datasets, "load_dataset", retrying)
+    with pytest.raises(GptsError, match="gpts is offline"):
+        prepare(["hf:someone/some-dataset"], tmp_path / "out")
+
+
 def test_builtin_stdlib_corpus(tmp_path):
     inputs, _ = data._resolve([data.STDLIB], [], [])
     rel = [Path(i.source).relative_to(data.stdlib_root()).as_posix() for i in inputs]
@@ -276,6 +295,27 @@ def test_existing_output_is_replaced_only_when_asked(tmp_path):
     assert prepare([source], tmp_path / "empty", tokenizer="char").manifest["documents"] == 1
 
 
+def test_force_replaces_the_prepared_files_and_nothing_else(tmp_path, monkeypatch, capsys):
+    """The README's order: prepared data in `data`, then other datasets inside it, then `data` again with --force."""
+    write(tmp_path / "docs.jsonl", "".join(json.dumps({"body": f"document {i}"}) + "\n" for i in range(30)))
+    write(tmp_path / "notes" / "a.md", "my notes\n" * 50)
+    write(tmp_path / "shakespeare.txt", "To be, or not to be\n" * 50)
+    prepare([str(tmp_path / "shakespeare.txt")], tmp_path / "data", tokenizer="char")
+    notes = prepare([str(tmp_path / "notes")], tmp_path / "data" / "notes", tokenizer="char")
+    shk = prepare([str(tmp_path / "shakespeare.txt")], tmp_path / "data" / "shk", tokenizer="char")
+    write(tmp_path / "data" / "README.txt", "what these datasets are")
+    monkeypatch.setattr(sys, "argv", ["gpts", "prepare", str(tmp_path / "docs.jsonl"), "--text-field", "body",
+                                      "--tokenizer", "char", "--out", str(tmp_path / "data"), "--force"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert not exit_info.value.code, capsys.readouterr().err
+    assert PreparedData.open(tmp_path / "data").manifest["text_field"] == "body"  # replaced
+    assert PreparedData.open(tmp_path / "data" / "notes").manifest == notes.manifest  # kept, whole
+    assert PreparedData.open(tmp_path / "data" / "shk").manifest == shk.manifest
+    assert (tmp_path / "data" / "README.txt").read_text() == "what these datasets are"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]  # no temporary directory left
+
+
 def test_open_refuses_what_is_not_complete_prepared_data(tmp_path):
     prepare([str(write(tmp_path / "a.txt", "some text to prepare\n"))], tmp_path / "out", tokenizer="char")
     with pytest.raises(GptsError, match="not prepared data"):
@@ -294,7 +334,25 @@ def test_invalid_utf8_is_replaced_and_reported(tmp_path):
     prepared = prepare([str(source)], tmp_path / "out", tokenizer="char", val_fraction=0.5)
     assert prepared.tokenizer.decode(tokens(prepared)) == "caf\ufffd au lait\nok é\n"
     assert prepared.manifest["inputs"][0]["invalid_utf8_at"] == 3
-    assert "invalid UTF-8" in prepared.summary() and "at byte 3" in prepared.summary()
+    assert "invalid UTF-8" in prepared_summary(prepared) and "at byte 3" in prepared_summary(prepared)
+
+
+def test_utf16_files_are_named_with_how_to_convert_them(tmp_path):
+    text = "Notes saved by Notepad on Windows.\n" * 20
+    wide = write(tmp_path / "notes.txt", b"\xff\xfe" + text.encode("utf-16-le"))
+    with pytest.raises(GptsError) as e:
+        prepare([str(wide)], tmp_path / "out", tokenizer="char")
+    assert "notes.txt is UTF-16 text" in e.value.problem and "iconv -f UTF-16 -t UTF-8" in e.value.fix
+    folder = tmp_path / "folder"
+    write(folder / "a.txt", text)
+    write(folder / "b.txt", text.encode("utf-16-be"))  # no byte-order mark
+    events = Recorder()
+    prepared = prepare([str(folder)], tmp_path / "out", tokenizer="char", report=events)
+    assert prepared.manifest["wide_files_skipped"] == [{"path": str(folder / "b.txt"), "encoding": "UTF-16BE"}]
+    assert "b.txt, is UTF-16BE; convert with: iconv -f UTF-16BE -t UTF-8" in events.warnings[0]
+    (folder / "a.txt").unlink()
+    with pytest.raises(GptsError, match=r"holds no text files \(1 UTF-16/32 file"):
+        prepare([str(folder)], tmp_path / "out2", tokenizer="char")
 
 
 @pytest.mark.parametrize("name, make, match", [

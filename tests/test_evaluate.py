@@ -14,10 +14,10 @@ import gpts
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.evaluate import (ClassificationTask, choice, choice_tokens, classification_messages, classification_metrics,
-                           classify, generate_eval, match_label, perplexity, read_jsonl, read_task, reply_tokens,
-                           score_continuations, sliding_windows, write_task)
+from gpts.evaluate import (choice, choice_tokens, classification_metrics, classify, generate_eval, match_label,
+                           perplexity, read_examples, reply_tokens, score_continuations, sliding_windows)
 from gpts.model import GPT
+from gpts.task import ClassificationTask, classification_messages, read_task, write_task
 from gpts.tokenizer import Tokenizer
 
 from helpers import bench_module, run
@@ -362,10 +362,10 @@ def test_cli_perplexity(llama_dir, tmp_path, monkeypatch, capsys):
     assert code == 0 and "bits/byte" in out and "stride 16" in out
 
 
-def test_read_jsonl(tmp_path):
+def test_read_examples(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"text": "a\u2028b", "label": "x"}\n\n{"text": "c", "label": 2}\n')
-    assert read_jsonl(path, {"text": str, "label": (str, int)}) == [(1, {"text": "a\u2028b", "label": "x"}),
+    assert read_examples(path, {"text": str, "label": (str, int)}) == [(1, {"text": "a\u2028b", "label": "x"}),
                                                                    (3, {"text": "c", "label": 2})]
 
 

@@ -2,7 +2,12 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +17,14 @@ import gpts
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.evaluate import classify, read_task
+from gpts.evaluate import classify
 from gpts.finetune import FinetuneConfig, finetune, plan
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
+from gpts.task import read_task
 from gpts.tokenizer import Tokenizer
 
-from helpers import bench_module, run
+from helpers import Recorder, bench_module, run
 
 REVIEWS = [("great film, loved it", "positive"), ("awful film, hated it", "negative"),
            ("a good movie", "positive"), ("a bad movie", "negative"), ("loved every minute", "positive"),
@@ -77,10 +83,10 @@ def test_lora_run_learns_and_writes_everything(base_dir, data, tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == 24 and table[2]["full_valid_loss"] == str(metrics[2]["full_valid_loss"])
     assert (run_dir / "metrics.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"step-{s:08d}" for s in (18, 21, 24)]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000024"]  # resume needs the last
     assert (run_dir / "peft" / "adapter_model.safetensors").is_file()
     assert (run_dir / "adapter.safetensors").stat().st_size < (base_dir / "model.safetensors").stat().st_size / 4
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".lock"]  # no temporary files
 
     # The run directory is a model reference, and evaluation prompts as training did.
     task = read_task(str(run_dir))
@@ -92,8 +98,12 @@ def test_lora_run_learns_and_writes_everything(base_dir, data, tmp_path):
 
 def test_full_finetuning_writes_a_checkpoint(base_dir, data, tmp_path):
     run_dir = tmp_path / "full"
-    finetune(settings(base_dir, data, run_dir, method="full", n_epochs=1, learning_rate=3e-3))
+    finetune(settings(base_dir, data, run_dir, method="full", n_epochs=2, learning_rate=3e-3))
     assert (run_dir / "model.safetensors").is_file() and not (run_dir / "adapter_config.json").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {f.stat().st_mode & 0o777 for f in run_dir.iterdir() if f.is_file()} == {0o666 & ~umask}
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000006"]  # resume needs the last
     before, after = gpts.load(str(base_dir)).gpt, gpts.load(str(run_dir)).gpt
     x = torch.tensor([[1, 2, 3]])
     assert not torch.allclose(before(x), after(x))
@@ -195,3 +205,46 @@ def test_lora_teaches_the_bundled_model_a_task(bundled_gguf, tmp_path):
                             batch_size=8, learning_rate=1e-3))
     after = classify(gpts.load(str(tmp_path / "run")), examples).metrics  # labels from the run's task.json
     assert after["macro"]["f1"] >= 0.9 and after["macro"]["f1"] > before["macro"]["f1"]
+
+
+def test_an_interrupt_saves_a_checkpoint_that_resume_continues_exactly(base_dir, data, tmp_path):
+    script = Path(sys.executable).parent / "gpts"
+    if not script.is_file():
+        pytest.skip("the gpts console script is not installed beside this interpreter")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    options = dict(n_epochs=10, learning_rate=1e-3, val_fraction=0.25, eval_interval=2)
+    process = subprocess.Popen(
+        [str(script), "finetune", "--model", str(base_dir), "--data", str(data), "--out", str(parts), "--batch-size",
+         "8", "--dtype", "float32", *[f"--{k.replace('_', '-')}={v}" for k, v in options.items()]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not ((parts / "metrics.jsonl").is_file() and rows(parts)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Stopped at step" in err and "interrupted" in out  # the summary's stop_reason
+    stopped = rows(parts)[-1]["step"]
+    assert stopped < 30 and [p.name for p in (parts / "checkpoints").iterdir()] == [f"step-{stopped:08d}"]
+    assert gpts.load(str(parts)).config.n_layer == 2  # the model as trained so far
+
+    finetune(FinetuneConfig(out_dir=str(parts), resume=True))
+    finetune(settings(base_dir, data, whole, **options))
+
+    def without_clock(r):
+        return {k: v for k, v in r.items() if k != "elapsed_s"}
+    assert [without_clock(r) for r in rows(parts)] == [without_clock(r) for r in rows(whole)]
+
+
+def test_an_output_that_cannot_be_written_is_said_before_the_work(base_dir, data, tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    code, out, err = run(monkeypatch, capsys, "finetune", "--model", str(base_dir), "--data", str(data), "--out",
+                         str(tmp_path / "notes.txt" / "run"))
+    assert code == 1 and "notes.txt is a file, not a directory" in err and "Traceback" not in err
+
+
+def test_a_run_stopped_before_its_warmup_says_so(base_dir, data, tmp_path):
+    events = Recorder()
+    finetune(settings(base_dir, data, tmp_path / "run", n_epochs=30, max_steps=1), events)  # warmup: 5 % of 90
+    assert "stops at step 1, before its 4 warmup steps end" in events.warnings[0]

@@ -4,9 +4,11 @@ import re
 import pytest
 
 from gpts.errors import GptsError
-from gpts.evaluate import ClassificationTask, classification_messages
-from gpts.finetune_data import ERRORS, IGNORE_INDEX, load_dataset, tokenize_example
+from gpts.finetune_data import ERRORS, IGNORE_INDEX, load_dataset, tokenize_conversation
+from gpts.task import ClassificationTask, classification_messages
 from gpts.tokenizer import Tokenizer
+
+from helpers import Recorder
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Hello there! How can I help?", "What is 2+2? It is 4.",
           "user assistant system", "Translate to French: cat, chat."] * 10
@@ -72,7 +74,7 @@ def errors_of(exc: pytest.ExceptionInfo) -> dict[str, str]:
 @pytest.mark.parametrize("name", ["chatml_tok", "smol"])
 def test_mask_is_each_assistant_content_and_end_of_turn(name, request):
     tok = request.getfixturevalue(name)
-    ids, labels = tokenize_example(tok, CHAT, 10_000)
+    ids, labels = tokenize_conversation(tok, CHAT)
     assert ids == tok.encode_chat(CHAT, add_generation_prompt=False)  # the conversation's own tokens
     assert trained_runs(tok, ids, labels) == ["Hello there!<|im_end|>", "It is 4.<|im_end|>"]
     # Each trained span starts right after the tokens of the prompt that asks for it (the spans by difference).
@@ -84,16 +86,16 @@ def test_mask_is_each_assistant_content_and_end_of_turn(name, request):
 
 def test_weight_zero_turns_are_not_trained(smol):
     messages = [*CHAT[:3], {**CHAT[3]}, {**CHAT[4], "weight": 0}]
-    ids, labels = tokenize_example(smol, messages, 10_000)
+    ids, labels = tokenize_conversation(smol, messages)
     assert trained_runs(smol, ids, labels) == ["Hello there!<|im_end|>"]
     messages[2] = {**messages[2], "weight": 0}
     messages[4] = {**messages[4], "weight": 1}
-    assert trained_runs(smol, *tokenize_example(smol, messages, 10_000)) == ["It is 4.<|im_end|>"]
+    assert trained_runs(smol, *tokenize_conversation(smol, messages)) == ["It is 4.<|im_end|>"]
 
 
 def test_without_an_end_of_turn_token_eos_is_added(gpt2_tok):
     # ChatML on a GPT-2 vocabulary: "<|im_end|>" is plain text, so the model is taught to stop with <|endoftext|>.
-    ids, labels = tokenize_example(gpt2_tok, CHAT, 10_000)
+    ids, labels = tokenize_conversation(gpt2_tok, CHAT)
     assert trained_runs(gpt2_tok, ids, labels) == ["Hello there!<|im_end|><|endoftext|>",
                                                    "It is 4.<|im_end|><|endoftext|>"]
     expected = gpt2_tok.apply_chat_template(CHAT, add_generation_prompt=False)
@@ -104,16 +106,16 @@ def test_without_an_end_of_turn_token_eos_is_added(gpt2_tok):
 
 def test_bos_is_added_as_encode_chat_adds_it(chatml_tok):
     tok = Tokenizer(chatml_tok.backend, bos_token="<|endoftext|>", eos_token="<|im_end|>", add_bos=True)
-    ids, labels = tokenize_example(tok, CHAT, 10_000)
+    ids, labels = tokenize_conversation(tok, CHAT)
     assert ids == tok.encode_chat(CHAT, add_generation_prompt=False) and ids[0] == tok.bos_id
     assert labels[0] == IGNORE_INDEX
     assert trained_runs(tok, ids, labels) == ["Hello there!<|im_end|>", "It is 4.<|im_end|>"]
 
 
-def test_truncation_keeps_the_start(chatml_tok):
-    full_ids, full_labels = tokenize_example(chatml_tok, CHAT, 10_000)
-    ids, labels = tokenize_example(chatml_tok, CHAT, 20)
-    assert (ids, labels) == (full_ids[:20], full_labels[:20])
+def test_truncation_keeps_the_start(chatml_tok, tmp_path):
+    full_ids, full_labels = tokenize_conversation(chatml_tok, CHAT)
+    [example] = load_dataset(write(tmp_path / "d.jsonl", [{"messages": CHAT}]), chatml_tok, len(full_ids) - 3).examples
+    assert (example.input_ids.tolist(), example.labels.tolist()) == (full_ids[:-3], full_labels[:-3])
 
 
 def test_a_template_that_is_not_prefix_stable_is_an_error(chatml_tok, tmp_path):
@@ -122,7 +124,7 @@ def test_a_template_that_is_not_prefix_stable_is_an_error(chatml_tok, tmp_path):
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% else %}<|im_end|>{% endif %}"))
     with pytest.raises(GptsError, match="renders the conversation differently"):
-        tokenize_example(tok, CHAT, 10_000)
+        tokenize_conversation(tok, CHAT)
     with pytest.raises(GptsError) as e:
         load_dataset(write(tmp_path / "d.jsonl", [{"messages": CHAT}]), tok, 1000)
     assert "chat_template: 1 (line 1)" in e.value.problem
@@ -137,8 +139,10 @@ def conversation(tok: Tokenizer, example) -> str:
 
 def test_chat_format(chatml_tok, tmp_path):
     named = {"messages": [{**CHAT[0], "name": "rules"}, *CHAT[1:]]}  # "name" is accepted, not rendered
-    ds = load_dataset(write(tmp_path / "d.jsonl", [named] + [{"messages": CHAT}] * 11), chatml_tok, 1000)
-    assert (ds.format, len(ds), ds.warnings, ds.labels, ds.task) == ("chat", 12, [], None, None)
+    events = Recorder()
+    ds = load_dataset(write(tmp_path / "d.jsonl", [named] + [{"messages": CHAT}] * 11), chatml_tok, 1000,
+                      report=events)
+    assert (ds.format, len(ds), events.warnings, ds.labels, ds.task) == ("chat", 12, [], None, None)
     assert conversation(chatml_tok, ds.examples[0]) == chatml_tok.apply_chat_template(CHAT, False)
     assert ds.trained_tokens == 12 * ds.examples[0].trained_tokens > 0
     assert ds.tokens == 12 * len(ds.examples[0].input_ids)
@@ -181,12 +185,14 @@ def test_classification_format(chatml_tok, tmp_path):
 
 
 def test_integer_labels_become_text(chatml_tok, tmp_path):
+    events = Recorder()
     ds = load_dataset(write(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(10)]),
-                      chatml_tok, 1000)
-    assert ds.labels == ["0", "1"] and ds.warnings == []
+                      chatml_tok, 1000, report=events)
+    assert ds.labels == ["0", "1"] and events.warnings == []
     assert trained_runs(chatml_tok, ds.examples[1].input_ids, ds.examples[1].labels) == ["1<|im_end|>"]
-    single = load_dataset(write(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": 1} for i in range(10)]),
-                          chatml_tok, 1000)
+    single = Recorder()
+    load_dataset(write(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": 1} for i in range(10)]), chatml_tok, 1000,
+                 report=single)
     assert single.warnings == [f"{tmp_path / 'd.jsonl'} has a single label, '1': the model can only learn to "
                                "always answer it."]
 
@@ -291,10 +297,12 @@ def test_missing_file_and_bad_label_set(chatml_tok, tmp_path):
 def test_warnings(chatml_tok, tmp_path):
     long = {"messages": [{"role": "user", "content": "Hello there! " * 40}, ASSISTANT]}
     unweighted = {"messages": [USER, {**ASSISTANT, "weight": 0}]}
-    ds = load_dataset(write(tmp_path / "d.jsonl", [GOOD, long, unweighted, long, GOOD]), chatml_tok, 60)
+    events = Recorder()
+    ds = load_dataset(write(tmp_path / "d.jsonl", [GOOD, long, unweighted, long, GOOD]), chatml_tok, 60,
+                      report=events)
     assert ds.lines == [1, 5]  # the long ones lost their reply, the weight-0 one has none
     assert all(len(e.input_ids) <= 60 for e in ds.examples)
-    few, cut, left_out = ds.warnings
+    few, cut, left_out = events.warnings
     assert "only 2 examples" in few and "at least 10" in few
     assert "d.jsonl: 2 examples are longer than 60 tokens" in cut and "(lines 2, 4)" in cut
     assert "d.jsonl: 3 examples with nothing left to train on" in left_out and "(lines 2, 3, 4)" in left_out

@@ -516,3 +516,17 @@ def test_char_level_is_nanogpt_vocabulary(tmp_path):
     loaded = Tokenizer.from_dir(tmp_path)
     assert loaded.encode(text) == tok.encode(text) and loaded.decode(loaded.encode(text)) == text
     assert "".join(stream(loaded, loaded.encode(text))) == text
+
+
+def test_vocab_json_without_merges_is_no_tokenizer(tmp_path):
+    """One rule, has_tokenizer_files, for every directory gpts reads: a half GPT-2 pair is no tokenizer."""
+    from gpts.checkpoint import Checkpoint, load_native, save_native
+    from gpts.config import Config
+    from gpts.model import GPT
+    from gpts.tokenizer import has_tokenizer_files
+
+    config = Config.from_name("llama-nano", vocab_size=64, context_length=32)
+    save_native(Checkpoint(config, GPT(config).state_dict()), tmp_path / "m")
+    (tmp_path / "m" / "vocab.json").write_text('{"a": 0}')
+    assert not has_tokenizer_files(tmp_path / "m") and load_native(tmp_path / "m").tokenizer is None
+    assert has_tokenizer_files(gpt2_style_dir(tmp_path / "gpt2"))

@@ -3,18 +3,23 @@
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import gpts
+from gpts import resources
+from gpts.config import Config
 from gpts.data import prepare
 from gpts.errors import GptsError
-from gpts.train import TrainConfig, learning_rate, pretrain
+from gpts.train import Dist, TrainConfig, fit_batches, learning_rate, pretrain
 
-from helpers import run
+from helpers import Recorder, run
 
 WORDS = "the king queen said to my lord good night and you shall not go thou art here come away".split()
 # Small enough to train in a second or two; learning rate high for loss to fall within a few dozen steps.
@@ -78,7 +83,7 @@ def test_loss_falls_and_the_run_directory_has_everything(corpus, tmp_path):
     assert (run_dir / "samples.txt").read_text().count("--- step") == 4  # steps 10, 20, 30, 40
     saved = TrainConfig.load(run_dir / "train_config.yaml")
     assert saved.block_size == 32 and saved.max_steps == 40 and saved.lr_decay_steps == 40
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".lock"]  # no temporary files
 
     # The run directory and best/ are model references.
     model = gpts.load(str(run_dir))
@@ -249,3 +254,112 @@ def test_cli_pretrain(prepared, tmp_path, monkeypatch, capsys):
     assert code == 0 and "final_val_loss" in out
     code, _, err = run(monkeypatch, capsys, *args, "--set", "batch_sise=4")
     assert code == 1 and "Did you mean batch_size?" in err
+
+
+# -- nothing a user does loses their work -------------------------------------------------------------------
+
+
+def gpts_script() -> Path:
+    script = Path(sys.executable).parent / "gpts"
+    if not script.is_file():
+        pytest.skip("the gpts console script is not installed beside this interpreter")
+    return script
+
+
+def start(*args: str) -> subprocess.Popen:
+    """`gpts ARGS...` in its own process, as a person starts it in a terminal."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([str(gpts_script()), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def wait_for_rows(run_dir: Path, process: subprocess.Popen, n: int = 1) -> None:
+    deadline = time.monotonic() + 120
+    while not ((run_dir / "metrics.jsonl").is_file() and len(rows(run_dir)) >= n):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run logged no step in two minutes"
+        time.sleep(0.05)
+
+
+def cli_settings(**settings) -> list[str]:
+    return [f"--set={k}={json.dumps(v)}" for k, v in {**TINY, **settings}.items()]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_saves_a_checkpoint_that_resume_continues_exactly(prepared, tmp_path, signum):
+    settings = dict(eval_interval=20, sample_tokens=0)
+    run_dir = tmp_path / "run"
+    process = start("pretrain", "--data", str(prepared), "--out", str(run_dir), "--max-steps", "200",
+                    *cli_settings(**settings))
+    wait_for_rows(run_dir, process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    assert "stopping after this step and saving a checkpoint" in err and "Stopped at step" in err
+    stopped = int(err.split("Stopped at step ")[1].split()[0].replace(",", ""))
+    assert 5 <= stopped < 200 and (run_dir / "checkpoint" / "state.pt").is_file()
+    assert gpts.load(str(run_dir)).config.n_layer == 2  # the run directory holds the model as trained so far
+
+    pretrain(TrainConfig.load(None, {"out_dir": str(run_dir), "resume": True}))
+    pretrain(config(prepared, tmp_path / "whole", max_steps=200, **settings))
+    assert [without_clock(r) for r in rows(run_dir)] == [without_clock(r) for r in rows(tmp_path / "whole")]
+
+
+def test_a_run_directory_is_locked_while_a_process_trains_in_it(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["pretrain", "--data", str(prepared), "--out", str(run_dir), "--max-steps", "100000",
+            *cli_settings(sample_tokens=0)]
+    process = start(*args)
+    try:
+        wait_for_rows(run_dir, process)
+        for settings in ({"resume": True}, {"max_steps": 5}):  # a second run into it, resumed or anew
+            with pytest.raises(GptsError, match=f"in use: process {process.pid} .*pretrain"):
+                pretrain(TrainConfig.load(None, {**TINY, "data": [str(prepared)], "out_dir": str(run_dir),
+                                                 **settings}))
+    finally:
+        process.kill()  # kill -9: no checkpoint (its first is due at step 1,000), no clean-up
+        process.wait()
+    assert not (run_dir / "checkpoint").exists()
+    # The lock went with the process, and a run that never reached a checkpoint does not block the same command.
+    events = Recorder()
+    summary = pretrain(config(prepared, run_dir, max_steps=5, sample_tokens=0), events)
+    assert summary["steps"] == 5 and "stopped before its first checkpoint" in events.messages()[0]
+
+
+def test_defaults_fit_the_memory_free(monkeypatch):
+    shape = Config.from_name("smollm2-135m")  # its context, 8,192 tokens, at batch 16 takes 300 GB to train
+    cpu = Dist(0, 1, torch.device("cpu"), False)
+    for free_gb in (24, 4):
+        monkeypatch.setattr(resources, "available_memory", lambda device: free_gb << 30)
+        events = Recorder()
+        block, accum = fit_batches(shape, TrainConfig(), cpu, events)
+        need = resources.state_bytes(shape) + 16 // accum * block * resources.activation_bytes_per_token(shape)
+        assert need <= free_gb << 30 and 16 % accum == 0
+        assert f"block_size {block} (the model's context is 8,192)" in events.messages()[0]
+        assert (block, accum) == ((1024, 4) if free_gb == 24 else (512, 16))  # shorter blocks when it must
+    assert fit_batches(shape, TrainConfig(block_size=4096, grad_accum=1), cpu, events) == (4096, 1)  # as set
+    events = Recorder()
+    assert fit_batches(shape, TrainConfig(block_size=4096), cpu, events) == (4096, 16)
+    assert "may not fit in memory" in events.warnings[0]
+
+
+def test_a_long_context_trains_on_a_default_block_that_fits(corpus, tmp_path):
+    shape = {**TINY["model_config"], "context_length": 8192}
+    settings = {**TINY, "model_config": shape, "block_size": None}
+    summary = pretrain(TrainConfig.load(None, {**settings, "data": [str(corpus)], "tokenizer": "char",
+                                               "out_dir": str(tmp_path / "run"), "max_steps": 1, "sample_tokens": 0}))
+    assert summary["steps"] == 1
+    assert TrainConfig.load(tmp_path / "run" / "train_config.yaml").block_size == 1024
+
+
+def test_a_run_that_ends_before_its_warmup_says_so(prepared, tmp_path):
+    events = Recorder()
+    pretrain(config(prepared, tmp_path / "run", max_steps=5, warmup_steps=50), events)
+    assert "stops at step 5, before its 50 warmup steps end" in events.warnings[0]
+
+
+def test_dtype_auto_is_bfloat16_only_where_it_is_fast(monkeypatch, prepared, tmp_path):
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(resources, "native_bfloat16", lambda device: native)
+        pretrain(config(prepared, tmp_path / dtype, max_steps=1, dtype="auto", sample_tokens=0))
+        assert TrainConfig.load(tmp_path / dtype / "train_config.yaml").dtype == dtype

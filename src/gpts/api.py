@@ -20,7 +20,7 @@ from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.fileio import check_writable
-from gpts.generate import Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
+from gpts.generate import BLANK_FIX, Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
 from gpts.model import GPT
 from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_path, read_checkpoint, resolve
 from gpts.tokenizer import Tokenizer
@@ -60,16 +60,35 @@ class LoadedModel:
         """One Completion per prompt and sample (num_return_sequences), in order."""
         return generate(self.gpt, prompts, self.generation_config(**options), self.tokenizer)
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+    def chat_prompt(self, messages: Messages) -> list[int]:
         """Token ids of a conversation rendered with the model's chat template, ready for the reply."""
-        return self.tokenizer.encode_chat(messages)
+        return self.tokenizer.encode_chat(conversation(messages))
 
-    def chat_stream(self, messages: list[dict[str, str]], **options: Any) -> GenerationStream:
+    def chat_stream(self, messages: Messages, **options: Any) -> GenerationStream:
         return self.stream(self.chat_prompt(messages), **options)
 
-    def chat(self, messages: list[dict[str, str]], **options: Any) -> Completion:
-        """The assistant's next reply to a conversation of {"role", "content"} messages."""
+    def chat(self, messages: Messages, **options: Any) -> Completion:
+        """The assistant's next reply to a conversation: a list of {"role", "content"} messages, or one user message
+        as a string."""
         return self.generate(self.chat_prompt(messages), **options)[0]
+
+
+Messages = str | Sequence[dict[str, str]]
+
+
+def conversation(messages: Messages) -> list[dict[str, str]]:
+    """`messages` as a list of {"role", "content"} dicts (a string is one user message), checked: a conversation
+    ends with something to answer, and its last message is not blank."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if (isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                       for m in messages)):
+        raise GptsError("A conversation is a non-empty list of messages, each {'role': ..., 'content': '...'}.",
+                        'Pass e.g. [{"role": "user", "content": "Hello"}], or one user message as a string.')
+    if not messages[-1]["content"].strip():
+        raise GptsError(f"The last message ({messages[-1]['role']}) is blank.", BLANK_FIX)
+    return list(messages)
 
 
 def load(ref: str = "default", dtype: str = "float32", device: str = "cpu") -> LoadedModel:
@@ -131,10 +150,10 @@ def convert_model(src: str, to: str, out: str | Path, gguf_type: str = "f16", ov
     _check_writable(out, overwrite)
     ckpt: Checkpoint = read_checkpoint(src)
     if to == "gpts":
-        from gpts.evaluate import read_task, write_task
+        from gpts.task import read_task, write_task
 
         save_native(ckpt, out)
-        task = read_task(src)  # what a fine-tuned classifier was trained on goes with it
+        task = read_task(resolve(src).directory)  # what a fine-tuned classifier was trained on goes with it
         if task is not None:
             write_task(out, task)
     elif to == "hf":

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, read_json
-from gpts.tokenizer import Tokenizer
+from gpts.fileio import atomic_path, read_json, save_safetensors
+from gpts.tokenizer import Tokenizer, has_tokenizer_files
 
 
 @dataclass
@@ -46,7 +46,7 @@ def save_native(ckpt: Checkpoint, out: str | Path) -> Path:
         (tmp / "config.json").write_text(json.dumps(ckpt.config.to_dict(), indent=2) + "\n")
         # Tied weights share storage; safetensors refuses aliases, and the model has no lm_head then anyway.
         tensors = {k: v.detach().contiguous() for k, v in ckpt.state_dict.items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "producer": "gpts"})
+        save_safetensors(tensors, tmp / "model.safetensors", metadata={"format": "pt", "producer": "gpts"})
         if ckpt.tokenizer is not None:
             ckpt.tokenizer.save(tmp)
         (tmp / "generation_config.json").write_text(json.dumps(ckpt.generation, indent=2) + "\n")
@@ -64,8 +64,7 @@ def load_native(path: str | Path) -> Checkpoint:
         state_dict = load_file(str(weights))
     except Exception as e:  # safetensors raises its own untyped errors on corrupt files
         raise GptsError(f"Cannot read {weights}: {e}.", "The file is corrupt or truncated; export it again.") from e
-    has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
-    tokenizer = Tokenizer.from_dir(path) if has_tokenizer else None
+    tokenizer = Tokenizer.from_dir(path) if has_tokenizer_files(path) else None
     gen_file = path / "generation_config.json"
     generation = read_json(gen_file) if gen_file.is_file() else {}
     return Checkpoint(config, state_dict, tokenizer, generation)

@@ -5,7 +5,8 @@ Sources, any mix, read in the order given:
     FILE                    a text file: one document
     FILE.jsonl              one document a line, its text in the `text_field` field (also .ndjson)
     DIR                     its files, recursively, in sorted order; hidden entries, binary files (a NUL byte in
-                            the first 8 KiB) and prepared-data directories are skipped. --include / --exclude
+                            the first 8 KiB), UTF-16/32 files (named in the summary, with how to convert them)
+                            and prepared-data directories are skipped. --include / --exclude
                             globs match a file's path relative to DIR, its name, or one of its parent folders
                             (so `--exclude tests` drops every tests/ tree); without --include, every text file.
     hf:DATASET[:SPLIT]      a `datasets` dataset, streamed (hf:DATASET:CONFIG:SPLIT names a configuration;
@@ -36,7 +37,9 @@ encode_batch and appended to train.bin, whose tail then moves to val.bin. Memory
 corpus size (BPE training holds the counts of distinct words, which grow far slower than the corpus). `bpe` and
 `char` read the corpus twice: once to learn the vocabulary, once to tokenize. Invalid UTF-8 is replaced by
 U+FFFD, and the manifest and summary say where.
-The directory is built beside `out` and renamed into place at the end: an error leaves nothing behind.
+The directory is built beside `out` and moved into place at the end: an error leaves nothing behind. Replacing
+prepared data (`overwrite`) replaces its own files (DATA_FILES) and nothing else: other datasets prepared inside
+it, or any other file there, stay.
 """
 
 from __future__ import annotations
@@ -55,15 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
 
 from gpts import paths
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path
-from gpts.tokenizer import Tokenizer, check_bpe_vocab_size
+from gpts.events import Message, Meter, Report, ignore
+from gpts.fileio import check_writable, not_utf8_error, open_binary, read_jsonl, sniff_encoding, temp_dir_beside
+from gpts.tokenizer import Tokenizer, check_bpe_vocab_size, has_tokenizer_files
 
 FORMAT = "gpts-prepared-data"
 FORMAT_VERSION = 1
@@ -76,6 +76,8 @@ CHAR_DOCUMENT_JOIN = "\n\n"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # Parts of the standard library that are not what a person means by "the Python sources".
 STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"})
+# What a prepared directory is made of; `overwrite` replaces these and only these, the manifest last.
+DATA_FILES = ("train.bin", "val.bin", "tokenizer.json", "tokenizer_config.json", "manifest.json")
 
 
 # -- sources ----------------------------------------------------------------------------------------------
@@ -113,18 +115,27 @@ def _matches(rel: str, globs: Iterable[str]) -> bool:
     return any(fnmatchcase(c, g) for g in globs for c in candidates)
 
 
-def _looks_binary(path: Path) -> bool:
-    with _open(path) as f:
-        return b"\0" in f.read(8192)
+def _not_text(path: Path) -> str | None:
+    """Why a file is no corpus text: "binary" (a NUL byte in its first 8 KiB), or its encoding when it is UTF-16
+    or UTF-32 (whose NUL bytes would otherwise pass for binary); None for text."""
+    with open_binary(path) as f:
+        head = f.read(8192)
+    return sniff_encoding(head) or ("binary" if b"\0" in head else None)
 
 
-def _open(path: Path):
-    try:
-        return open(path, "rb")
-    except PermissionError as e:
-        raise GptsError(f"Cannot read {path}: permission denied.", "Make it readable, or leave it out.") from e
-    except OSError as e:
-        raise GptsError(f"Cannot read {path}: {e.strerror or e}.", "Check the file, or leave it out.") from e
+@dataclass
+class Skipped:
+    """The files of folders that are not corpus text."""
+    binary: int = 0
+    wide: list[tuple[str, str]] = field(default_factory=list)  # (path, encoding) of UTF-16/32 files
+
+    def describe(self) -> str:
+        parts = [_count(self.binary, "binary file")] if self.binary else []
+        if self.wide:
+            path, encoding = self.wide[0]
+            parts.append(f"{_count(len(self.wide), 'UTF-16/32 file')} (the first, {path}, is {encoding}; convert "
+                         f"with: iconv -f {encoding} -t UTF-8 FILE > FILE.utf8)")
+        return ", ".join(parts)
 
 
 def _file_input(path: Path) -> Input:
@@ -132,10 +143,10 @@ def _file_input(path: Path) -> Input:
     return Input(str(path.absolute()), kind, size=path.stat().st_size)
 
 
-def _walk(root: Path, include: list[str], exclude: list[str], skip_dirs: frozenset[str] = frozenset(),
-          suffix: str = "") -> tuple[list[Path], int]:
-    """The text files under `root` (named *suffix) that the globs select, sorted by relative path; and how many
-    binary files were skipped."""
+def _walk(root: Path, include: list[str], exclude: list[str], skipped: Skipped,
+          skip_dirs: frozenset[str] = frozenset(), suffix: str = "") -> list[Path]:
+    """The text files under `root` (named *suffix) that the globs select, sorted by relative path; the others go
+    into `skipped`."""
     def fail(e: OSError) -> None:
         raise GptsError(f"Cannot read the folder {e.filename}: {e.strerror or e}.",
                         "Make it readable, or --exclude it.") from e
@@ -155,25 +166,28 @@ def _walk(root: Path, include: list[str], exclude: list[str], skip_dirs: frozens
                 continue
             found.append((rel, path))
     found.sort()
-    texts, binary = [], 0
+    texts = []
     for _, path in found:
         if path.is_symlink() and not path.exists():
             raise GptsError(f"{path} is a broken symbolic link.", "Fix or remove it, or --exclude it.")
-        if _looks_binary(path):
-            binary += 1
+        why = _not_text(path)
+        if why == "binary":
+            skipped.binary += 1
+        elif why is not None:
+            skipped.wide.append((str(path), why))
         else:
             texts.append(path)
-    return texts, binary
+    return texts
 
 
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _resolve(sources: list[str], include: list[str], exclude: list[str]) -> tuple[list[Input], int]:
-    """Every source as a list of inputs (directories expanded); and the number of binary files skipped."""
+def _resolve(sources: list[str], include: list[str], exclude: list[str]) -> tuple[list[Input], Skipped]:
+    """Every source as a list of inputs (directories expanded); and the files of folders that were skipped."""
     inputs: list[Input] = []
-    binary = 0
+    skipped = Skipped()
     for spec in sources:
         if spec.startswith("hf:"):
             _parse_hf(spec)  # fail on a malformed one before reading anything
@@ -190,20 +204,24 @@ def _resolve(sources: list[str], include: list[str], exclude: list[str]) -> tupl
             if not path.exists():
                 raise GptsError(f"No such file or folder: {path}.", "Check the path.")
         if path.is_dir():
-            files, skipped = _walk(path, include, exclude, skip_dirs, suffix)
-            binary += skipped
+            here = Skipped()
+            files = _walk(path, include, exclude, here, skip_dirs, suffix)
             if not files:
                 globs = f" matching --include {' '.join(include)}" if include else ""
                 raise GptsError(f"The folder {path} holds no text files{globs}"
-                                f"{f' ({skipped} binary files skipped)' if skipped else ''}.",
-                                "Point to a folder of text files, or change --include / --exclude.")
+                                f"{f' ({here.describe()} skipped)' if here.describe() else ''}.",
+                                "Point to a folder of UTF-8 text files, or change --include / --exclude.")
+            skipped.binary += here.binary
+            skipped.wide += here.wide
             inputs += [_file_input(p) for p in files]
-        elif _looks_binary(path):
+        elif (why := _not_text(path)) == "binary":
             raise GptsError(f"{path} is not a text file (it holds NUL bytes).",
                             "Pass text files (UTF-8), .jsonl files or folders of them.")
+        elif why is not None:
+            raise not_utf8_error(path, why)
         else:
             inputs.append(_file_input(path))
-    return inputs, binary
+    return inputs, skipped
 
 
 def _decode(data: bytes, inp: Input, offset: int) -> str:
@@ -236,7 +254,7 @@ def _cut(data: str | bytes, limit: int) -> int:
 def _read_text(inp: Input) -> Iterator[str]:
     """A text file in pieces of at most PIECE_BYTES; hashes the bytes on the way."""
     sha, pending, start = hashlib.sha256(), b"", 0
-    with _open(Path(inp.source)) as f:
+    with open_binary(Path(inp.source)) as f:
         while block := f.read(PIECE_BYTES):
             sha.update(block)
             pending += block
@@ -271,21 +289,22 @@ def _text_field(row: Any, text_field: str, where: str) -> str:
 
 
 def _read_jsonl(inp: Input, text_field: str) -> Iterator[str]:
-    sha, offset = hashlib.sha256(), 0
-    with _open(Path(inp.source)) as f:
-        for lineno, line in enumerate(f, 1):
-            sha.update(line)
-            start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
-            where = f"{inp.source}, line {lineno}"
-            try:
-                row = json.loads(_decode(line, inp, start))
-            except json.JSONDecodeError as e:
-                raise GptsError(f"{where}: not valid JSON ({e.msg}, column {e.colno}).",
-                                'Each line of a .jsonl file must be one JSON object, like {"text": "..."}.') from e
-            yield _text_field(row, text_field, where)
-    inp.bytes, inp.sha256 = offset, sha.hexdigest()
+    sha, size = hashlib.sha256(), 0
+
+    def seen(raw: bytes) -> None:
+        nonlocal size
+        sha.update(raw)
+        size += len(raw)
+
+    for line in read_jsonl(inp.source, on_line=seen, replace_invalid_utf8=True):
+        where = f"{inp.source}, line {line.number}"
+        if line.error is not None:
+            raise GptsError(f"{where}: not valid JSON ({line.error}).",
+                            'Each line of a .jsonl file must be one JSON object, like {"text": "..."}.')
+        if line.invalid_utf8_at is not None and inp.invalid_utf8_at is None:
+            inp.invalid_utf8_at = line.invalid_utf8_at
+        yield _text_field(line.value, text_field, where)
+    inp.bytes, inp.sha256 = size, sha.hexdigest()
 
 
 def _import_datasets() -> Any:
@@ -319,6 +338,14 @@ def _read_hf(inp: Input, text_field: str) -> Iterator[str]:
     local = Path(name).expanduser().exists()
     if not local and hub_offline():
         raise offline
+    if not local:  # one quick request: offline, `datasets` would retry for half a minute before failing
+        import huggingface_hub
+
+        try:
+            huggingface_hub.HfApi().dataset_info(name, timeout=10)
+        except Exception as e:  # anything but the network (a misspelled or private name) is for datasets to say
+            if is_network_error(e):
+                raise offline from e
     try:
         rows = datasets.load_dataset(str(Path(name).expanduser()) if local else name, config, split=split,
                                      streaming=True, cache_dir=str(paths.cache_dir() / "datasets"))
@@ -381,7 +408,7 @@ def load_tokenizer(ref: str) -> Tokenizer:
     from gpts.registry import ALIASES, BUNDLED, resolve
 
     path = Path(ref).expanduser()
-    if path.is_dir() and ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()):
+    if path.is_dir() and has_tokenizer_files(path):
         return Tokenizer.from_dir(path)
     name = ref.strip().lower()
     if not (path.exists() or name.startswith("hf:") or ALIASES.get(name, name) in BUNDLED):
@@ -420,15 +447,11 @@ def _vocab_size(tokenizer: Tokenizer) -> int:
 # -- writing ----------------------------------------------------------------------------------------------
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True))
-
-
-def _tracked(pieces: Iterable[Piece], progress: Progress, task: TaskID) -> Iterator[Piece]:
+def _tracked(pieces: Iterable[Piece], meter: Meter) -> Iterator[Piece]:
     for piece in pieces:
         yield piece
-        progress.advance(task, len(piece.text.encode("utf-8")))
+        meter.advance(len(piece.text.encode("utf-8")))
+    meter.done()
 
 
 def _char_joined(pieces: Iterable[Piece]) -> Iterator[Piece]:
@@ -537,23 +560,6 @@ class PreparedData:
             splits[name] = np.memmap(file, dtype=dtype, mode="r", shape=(count,))
         return cls(path, manifest, Tokenizer.from_dir(path), splits["train"], splits["val"])
 
-    def summary(self) -> str:
-        m = self.manifest
-        inputs = m["inputs"]
-        sources = ", ".join(escape(s) for s in m["sources"])
-        lines = [f"Prepared [bold]{escape(str(self.path))}[/] from {sources}",
-                 f"  {_count(len(inputs), 'input')}, {_count(m['documents'], 'document')}, {m['bytes']:,} bytes",
-                 f"  tokens: {m['tokens']['train']:,} train + {m['tokens']['val']:,} validation "
-                 f"(the last {m['val_fraction']:g}), {m['dtype']}",
-                 f"  vocabulary: {self.vocab_size:,} ({escape(m['tokenizer']['spec'])})"]
-        if m["binary_files_skipped"]:
-            lines.append(f"  [yellow]skipped {_count(m['binary_files_skipped'], 'binary file')}[/]")
-        invalid = [i for i in inputs if "invalid_utf8_at" in i]
-        if invalid:
-            lines.append(f"  [yellow]invalid UTF-8 replaced by U+FFFD in {_count(len(invalid), 'input')}, first in "
-                         f"{escape(invalid[0]['source'])} at byte {invalid[0]['invalid_utf8_at']:,}[/]")
-        return "\n".join(lines)
-
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'s' * (n != 1)}"
@@ -580,64 +586,79 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise GptsError(f"{out} already holds prepared data.", "Pass --force to replace it, or choose another --out.")
 
 
+def _install(staged: Path, out: Path) -> None:
+    """Put the prepared files of `staged` at `out`: a new directory moves in whole; prepared data already there has
+    its own files replaced one by one, the manifest last, and whatever else it holds (other datasets prepared
+    inside it, say) stays."""
+    if not out.is_dir() or not any(out.iterdir()):
+        os.replace(staged, out)
+        return
+    for name in DATA_FILES:
+        os.replace(staged / name, out / name)
+
+
 def prepare(sources: Iterable[str], out: str | Path, tokenizer: str = "bpe:8192", val_fraction: float = 0.1,
             include: Iterable[str] = (), exclude: Iterable[str] = (), text_field: str = "text",
-            overwrite: bool = False) -> PreparedData:
-    """Tokenize `sources` (the standard library's sources when empty) into `out`; see the module docstring."""
+            overwrite: bool = False, report: Report = ignore) -> PreparedData:
+    """Tokenize `sources` (the standard library's sources when empty) into `out`; see the module docstring.
+    Progress goes to `report`: the bytes read while learning the vocabulary, then while tokenizing."""
     out = Path(out).expanduser()
     include, exclude = list(include), list(exclude)
     if not 0 < val_fraction < 1:
         raise GptsError(f"val_fraction {val_fraction} is not between 0 and 1.", "Use e.g. --val-fraction 0.1.")
     kind, bpe_size = _tokenizer_kind(tokenizer)
     _check_out(out, overwrite)
+    check_writable(out)
     tok = load_tokenizer(tokenizer) if kind == "model" else None
     sources = [str(s) for s in sources] or [STDLIB]
-    inputs, binary = _resolve(sources, include, exclude)
+    inputs, skipped = _resolve(sources, include, exclude)
+    if skipped.describe():
+        report(Message(f"Skipped {skipped.describe()}.", level="warning"))
     total = None if any(i.kind == "hf" for i in inputs) else sum(i.size for i in inputs)
 
-    def corpus(progress: Progress, task: TaskID) -> Iterator[Piece]:
-        pieces = _tracked(_pieces(inputs, text_field), progress, task)
+    def corpus(task: str) -> Iterator[Piece]:
+        pieces = _tracked(_pieces(inputs, text_field), Meter(report, task, total, "bytes"))
         return _char_joined(pieces) if kind == "char" else pieces
 
     empty = GptsError(f"The corpus is empty: {', '.join(sources)} hold{'s' * (len(sources) == 1)} no text.",
                       "Point to files with text in them.")
-    with _progress() as progress:
-        if tok is None:
-            task = progress.add_task("Learning the vocabulary", total=total)
-            texts = (p.text for p in corpus(progress, task))
-            first = next(texts, None)
-            if first is None:
-                raise empty
-            texts = chain([first], texts)
-            tok = Tokenizer.train_bpe(texts, bpe_size) if kind == "bpe" else Tokenizer.char_level(_chars(texts))
-        vocab_size = _vocab_size(tok)
-        dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-        separator = None if kind == "char" else tok.eos_id if tok.eos_id is not None else tok.bos_id
-        with atomic_path(out) as tmp:
-            tmp.mkdir()
-            task = progress.add_task("Tokenizing", total=total)
-            n = _write_tokens(corpus(progress, task), tok, separator, dtype, tmp / "train.bin")
-            documents = sum(i.documents for i in inputs)
-            if not documents:
-                raise empty
-            split = int(n * (1 - val_fraction))
-            if not 0 < split < n:
-                raise GptsError(f"The corpus is too small to split: {n} tokens, of which {val_fraction:g} is "
-                                f"{n - split} for validation and {split} for training.",
-                                "Add text, or change --val-fraction.")
-            _split_off_val(tmp / "train.bin", tmp / "val.bin", split, np.dtype(dtype).itemsize)
-            tok.save(tmp)
-            manifest = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "gpts_version": _gpts_version(),
-                "sources": sources, "include": include, "exclude": exclude, "text_field": text_field,
-                "inputs": [i.record() for i in inputs], "binary_files_skipped": binary,
-                "documents": documents, "bytes": sum(i.bytes for i in inputs),
-                "tokenizer": {"spec": tokenizer, "kind": kind, "vocab_size": vocab_size,
-                              "document_separator": CHAR_DOCUMENT_JOIN if kind == "char" else
-                              tok.backend.id_to_token(separator) if separator is not None else None},
-                "dtype": np.dtype(dtype).name, "val_fraction": val_fraction, "split": split,
-                "tokens": {"total": n, "train": split, "val": n - split},
-                "files": {"train": "train.bin", "val": "val.bin"},
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    if tok is None:
+        texts = (p.text for p in corpus("Learning the vocabulary"))
+        first = next(texts, None)
+        if first is None:
+            raise empty
+        texts = chain([first], texts)
+        tok = Tokenizer.train_bpe(texts, bpe_size) if kind == "bpe" else Tokenizer.char_level(_chars(texts))
+    vocab_size = _vocab_size(tok)
+    dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
+    separator = None if kind == "char" else tok.eos_id if tok.eos_id is not None else tok.bos_id
+    with temp_dir_beside(out) as staging:
+        tmp = staging / out.name
+        tmp.mkdir()
+        n = _write_tokens(corpus("Tokenizing"), tok, separator, dtype, tmp / "train.bin")
+        documents = sum(i.documents for i in inputs)
+        if not documents:
+            raise empty
+        split = int(n * (1 - val_fraction))
+        if not 0 < split < n:
+            raise GptsError(f"The corpus is too small to split: {n} tokens, of which {val_fraction:g} is "
+                            f"{n - split} for validation and {split} for training.",
+                            "Add text, or change --val-fraction.")
+        _split_off_val(tmp / "train.bin", tmp / "val.bin", split, np.dtype(dtype).itemsize)
+        tok.save(tmp)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "gpts_version": _gpts_version(),
+            "sources": sources, "include": include, "exclude": exclude, "text_field": text_field,
+            "inputs": [i.record() for i in inputs], "binary_files_skipped": skipped.binary,
+            "wide_files_skipped": [{"path": path, "encoding": encoding} for path, encoding in skipped.wide],
+            "documents": documents, "bytes": sum(i.bytes for i in inputs),
+            "tokenizer": {"spec": tokenizer, "kind": kind, "vocab_size": vocab_size,
+                          "document_separator": CHAR_DOCUMENT_JOIN if kind == "char" else
+                          tok.backend.id_to_token(separator) if separator is not None else None},
+            "dtype": np.dtype(dtype).name, "val_fraction": val_fraction, "split": split,
+            "tokens": {"total": n, "train": split, "val": n - split},
+            "files": {"train": "train.bin", "val": "val.bin"},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        _install(tmp, out)
     return PreparedData.open(out)

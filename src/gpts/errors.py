@@ -10,3 +10,7 @@ class GptsError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} {fix}".strip())
+
+
+class GptsWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one 'Warning:' line)."""

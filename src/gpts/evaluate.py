@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, read_json, write_text
+from gpts.events import Meter, Report, ignore
+from gpts.fileio import atomic_path, read_jsonl
+from gpts.task import classification_messages, read_task
 
 if TYPE_CHECKING:
     from gpts.api import LoadedModel
     from gpts.generate import Completion
     from gpts.model import GPT
-    from gpts.registry import ModelRef
     from gpts.tokenizer import Tokenizer
 
 # Tokens (padded batch rows x length) one forward pass may take, and float logits one pass may return:
@@ -39,10 +39,8 @@ if TYPE_CHECKING:
 BATCH_TOKENS = 8192
 LOGITS_BUDGET = 1 << 25  # 128 MB of float32
 GENERATE_BATCH = 16
-DEFAULT_INSTRUCTIONS = "Classify the text."
 # A greedy classification reply may say a little more than the label ("Label: positive").
 LABEL_SLACK_TOKENS = 16
-TASK_FILE = "task.json"
 
 Fields = Mapping[str, type | tuple[type, ...]]
 Examples = str | Path | Sequence[Mapping[str, Any]]
@@ -72,30 +70,17 @@ def _check_fields(row: Any, required: Fields, where: str) -> None:
                             f"Each example needs {like}.")
 
 
-def read_jsonl(path: str | Path, required_fields: Fields) -> list[tuple[int, dict[str, Any]]]:
+def read_examples(path: str | Path, required_fields: Fields) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file; `required_fields` maps each field every object
     must have to its type(s). Anything else (not UTF-8, not JSON, a missing or mistyped field, no examples at all)
     is a GptsError naming the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GptsError(f"{path} does not exist.", "Pass the path of a .jsonl file.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GptsError(f"Cannot read {path}: {e}.", "Pass a UTF-8 .jsonl file, one JSON object a line.") from e
     rows = []
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and other characters that splitlines() breaks at
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GptsError(f"{where}: not valid JSON ({e.msg}, column {e.colno}).",
-                            "A .jsonl file holds one JSON object a line.") from e
-        _check_fields(row, required_fields, where)
-        rows.append((lineno, row))
+    for line in read_jsonl(path):
+        where = f"{path}, line {line.number}"
+        if line.error is not None:
+            raise GptsError(f"{where}: not valid JSON ({line.error}).", "A .jsonl file holds one JSON object a line.")
+        _check_fields(line.value, required_fields, where)
+        rows.append((line.number, line.value))
     if not rows:
         raise GptsError(f"{path} holds no examples.", "Write one JSON object a line.")
     return rows
@@ -104,28 +89,12 @@ def read_jsonl(path: str | Path, required_fields: Fields) -> list[tuple[int, dic
 def _examples(source: Examples, required: Fields) -> list[tuple[str, dict[str, Any]]]:
     """(where, example) pairs from a JSONL path or from objects in memory; `where` names the line for errors."""
     if isinstance(source, (str, Path)):
-        return [(f"{source}, line {n}", row) for n, row in read_jsonl(source, required)]
+        return [(f"{source}, line {n}", row) for n, row in read_examples(source, required)]
     if not source:
         raise GptsError("No examples given.", "Pass at least one example.")
     for i, row in enumerate(source, 1):
         _check_fields(row, required, f"example {i}")
     return [(f"example {i}", dict(row)) for i, row in enumerate(source, 1)]
-
-
-@contextmanager
-def _progress(show: bool, total: int, what: str) -> Iterator[Callable[[int], None]]:
-    """advance(n) for a progress bar on stderr (nothing when `show` is off)."""
-    if not show:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
-    task = progress.add_task(what, total=total)
-    with progress:
-        yield lambda n: progress.advance(task, n)
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
@@ -233,6 +202,15 @@ def _token_scores(logits: torch.Tensor, targets: torch.Tensor,
     return logprobs.masked_fill(~valid, 0).sum(-1, dtype=torch.float64), top.all(-1)
 
 
+def _scored(loaded: LoadedModel, groups: Sequence[Group], batch_tokens: int, report: Report, task: str,
+            unit: str) -> list[list[float]]:
+    """score_continuations with its progress reported, one unit per group."""
+    meter = Meter(report, task, len(groups), unit)
+    scores = score_continuations(loaded.gpt, groups, batch_tokens, meter.advance)
+    meter.done()
+    return scores
+
+
 # -- perplexity -------------------------------------------------------------------------------------------------
 
 
@@ -279,7 +257,7 @@ class Perplexity:
 
 
 def perplexity(loaded: LoadedModel, texts: str | Sequence[str], context: int | None = None,
-               stride: int | None = None, batch_tokens: int = BATCH_TOKENS, progress: bool = False) -> Perplexity:
+               stride: int | None = None, batch_tokens: int = BATCH_TOKENS, report: Report = ignore) -> Perplexity:
     """Sliding-window perplexity of each text's token stream (BOS first when the model adds one), and of all of
     them together: windows never cross from one text into the next. `context` defaults to the model's context
     length, `stride` to half of `context`."""
@@ -302,8 +280,7 @@ def perplexity(loaded: LoadedModel, texts: str | Sequence[str], context: int | N
         for begin, split, end in sliding_windows(len(ids), context, stride):
             groups.append((ids[begin:split], [ids[split:end]]))
             owner.append(i)
-    with _progress(progress, len(groups), "windows") as advance:
-        scores = score_continuations(loaded.gpt, groups, batch_tokens, advance)
+    scores = _scored(loaded, groups, batch_tokens, report, "Scoring windows", "windows")
     nll, scored = [0.0] * len(texts), [0] * len(texts)
     for i, (_, (cont,)), (score,) in zip(owner, groups, scores):
         nll[i] -= score
@@ -313,14 +290,6 @@ def perplexity(loaded: LoadedModel, texts: str | Sequence[str], context: int | N
 
 
 # -- classification ---------------------------------------------------------------------------------------------
-
-
-def classification_messages(text: str, labels: Sequence[str], instructions: str | None = None) -> list[dict[str, str]]:
-    """The conversation a classifier sees: a system turn with the instructions and the labels, then the text as the
-    user's turn. The label, alone, is the assistant's reply. Fine-tuning trains on exactly this."""
-    head = (instructions or DEFAULT_INSTRUCTIONS).strip()
-    system = f"{head}\nAnswer with exactly one of these labels: {', '.join(labels)}."
-    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
 def reply_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]],
@@ -338,56 +307,6 @@ def reply_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]],
         end = next((i for i, t in enumerate(ids) if t in ends), None)
         out.append(ids if end is None else ids[:end + 1])
     return prompt, out
-
-
-@dataclass
-class ClassificationTask:
-    """What a model was fine-tuned to classify, kept in its directory as task.json:
-    {"task": "classification", "labels": [...], "instructions": "..." or null}."""
-
-    labels: list[str]
-    instructions: str | None = None
-
-
-def _model_dir(model: str | Path | ModelRef) -> Path | None:
-    from gpts.registry import ModelRef, resolve
-
-    if isinstance(model, Path):
-        return model
-    ref = model if isinstance(model, ModelRef) else resolve(model)
-    return ref.path if ref.path is not None and ref.path.is_dir() else None
-
-
-def read_task(model: str | Path | ModelRef) -> ClassificationTask | None:
-    """The task.json of a model directory (a model reference, a path, or a LoadedModel's .ref); None when the model
-    has none (it was not fine-tuned for classification, or it is not a directory)."""
-    path = _model_dir(model)
-    if path is None or not (path / TASK_FILE).is_file():
-        return None
-    data = read_json(path / TASK_FILE)
-    labels = data.get("labels") if isinstance(data, dict) else None
-    instructions = data.get("instructions") if isinstance(data, dict) else None
-    if (not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels)
-            or len(set(labels)) != len(labels) or not isinstance(instructions, (str, type(None)))):
-        raise GptsError(f"{path / TASK_FILE} is malformed.",
-                        'It holds {"task": "classification", "labels": [distinct texts], '
-                        '"instructions": text or null}.')
-    return ClassificationTask(labels, instructions)
-
-
-def write_task(model_dir: str | Path, task: ClassificationTask) -> Path:
-    """Write task.json into a model directory (atomically); `read_task` reads it back."""
-    path = Path(model_dir) / TASK_FILE
-    write_text(path, json.dumps({"task": "classification", **asdict(task)}, indent=2, ensure_ascii=False) + "\n")
-    return path
-
-
-def parse_labels(text: str) -> list[str]:
-    """--labels a,b,c -> ["a", "b", "c"]."""
-    labels = [x.strip() for x in text.split(",") if x.strip()]
-    if not labels or len(set(labels)) != len(labels):
-        raise GptsError(f"--labels {text!r} is not a list of distinct labels.", "Write them like --labels neg,pos.")
-    return labels
 
 
 def match_label(output: str, labels: Sequence[str]) -> str | None:
@@ -457,14 +376,14 @@ class Classification:
 
 def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | None = None,
              instructions: str | None = None, method: Literal["loglik", "generate"] = "loglik",
-             batch_tokens: int = BATCH_TOKENS, progress: bool = False) -> Classification:
+             batch_tokens: int = BATCH_TOKENS, report: Report = ignore) -> Classification:
     """Classify {"text", "label"} examples (a JSONL path or dicts; a label may be a string or a number).
 
     Labels: `labels`, else those in the model's task.json (from fine-tuning), else the sorted labels of the examples.
     Instructions: `instructions`, else task.json's, else DEFAULT_INSTRUCTIONS.
     """
     rows = _examples(examples, {"text": str, "label": (str, int)})
-    task = read_task(loaded.ref)
+    task = read_task(loaded.ref.directory)
     if labels is None and task is not None:
         labels = task.labels
     if instructions is None and task is not None:
@@ -479,13 +398,12 @@ def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | No
     conversations = [classification_messages(row["text"], labels, instructions) for _, row in rows]
     if method == "loglik":
         groups = [reply_tokens(tok, messages, labels) for messages in conversations]
-        with _progress(progress, len(groups), "examples") as advance:
-            scores = score_continuations(loaded.gpt, groups, batch_tokens, advance)
+        scores = _scored(loaded, groups, batch_tokens, report, "Scoring labels", "examples")
         predictions: list[str | None] = [labels[_argmax(s)] for s in scores]
     elif method == "generate":
         longest = max(len(ids) for ids in reply_tokens(tok, conversations[0], labels)[1])
         prompts = [tok.encode_chat(messages) for messages in conversations]
-        outputs = _greedy(loaded, prompts, longest + LABEL_SLACK_TOKENS, [where for where, _ in rows], progress)
+        outputs = _greedy(loaded, prompts, longest + LABEL_SLACK_TOKENS, [where for where, _ in rows], report)
         predictions, scores = [match_label(o, labels) for o in outputs], None
     else:
         raise GptsError(f"Unknown method {method!r}.", "Use --method loglik or --method generate.")
@@ -493,16 +411,17 @@ def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | No
 
 
 def _greedy(loaded: LoadedModel, prompts: list[list[int]], max_new_tokens: int, where: list[str],
-            progress: bool) -> list[str]:
+            report: Report) -> list[str]:
     """Greedy replies (no sampling, no repetition penalty, whatever the model's defaults), batched by length."""
     context = loaded.config.context_length
     for ids, w in zip(prompts, where):
         if len(ids) + max_new_tokens > context:
             raise GptsError(f"{w}: the {len(ids)}-token prompt and {max_new_tokens} new tokens do not fit the "
                             f"model's {context}-token context.", "Shorten the prompt, or ask for fewer new tokens.")
-    with _progress(progress, len(prompts), "examples") as advance:
-        completions = generate_in_batches(loaded, prompts, GENERATE_BATCH, advance, temperature=0.0,
-                                          repetition_penalty=1.0, max_new_tokens=max_new_tokens)
+    meter = Meter(report, "Generating replies", len(prompts), "examples")
+    completions = generate_in_batches(loaded, prompts, GENERATE_BATCH, meter.advance, temperature=0.0,
+                                      repetition_penalty=1.0, max_new_tokens=max_new_tokens)
+    meter.done()
     return [c.text for c in completions]
 
 
@@ -580,7 +499,7 @@ def _argmax(values: Sequence[float]) -> int:
 
 
 def choice(loaded: LoadedModel, examples: Examples, delimiter: str = " ", batch_tokens: int = BATCH_TOKENS,
-           progress: bool = False) -> Choice:
+           report: Report = ignore) -> Choice:
     """Multiple choice {"context", "choices": [...], "answer": index}, scored as lm-evaluation-harness scores
     HellaSwag: each continuation is `delimiter + choice` after the raw context (no chat template); acc picks the
     highest total log-likelihood, acc_norm the highest log-likelihood divided by the choice's length in characters
@@ -601,8 +520,7 @@ def choice(loaded: LoadedModel, examples: Examples, delimiter: str = " ", batch_
         if not all(conts):
             raise GptsError(f"{where}: a choice has no tokens of its own after the context.",
                             "Give every choice some text.")
-    with _progress(progress, len(groups), "examples") as advance:
-        logliks = score_continuations(loaded.gpt, groups, batch_tokens, advance)
+    logliks = _scored(loaded, groups, batch_tokens, report, "Scoring choices", "examples")
     answers = [row["answer"] for _, row in rows]
     predictions = [_argmax(ll) for ll in logliks]
     predictions_norm = [_argmax([x / len(c) for x, c in zip(ll, row["choices"])])
@@ -625,7 +543,7 @@ class GenerationScores:
 
 
 def generate_eval(loaded: LoadedModel, examples: Examples, max_new_tokens: int = 64, chat: bool | None = None,
-                  progress: bool = False) -> GenerationScores:
+                  report: Report = ignore) -> GenerationScores:
     """Greedy replies to {"prompt", "answer"} examples. `chat`: render each prompt as a user turn with the chat
     template (None: when the model has a chat template of its own), else continue the raw prompt."""
     rows = _examples(examples, {"prompt": str, "answer": str})
@@ -638,7 +556,7 @@ def generate_eval(loaded: LoadedModel, examples: Examples, max_new_tokens: int =
     for (where, _), ids in zip(rows, prompts):
         if not ids:
             raise GptsError(f"{where}: the prompt has no tokens.", "Give every prompt some text.")
-    outputs = _greedy(loaded, prompts, max_new_tokens, [where for where, _ in rows], progress)
+    outputs = _greedy(loaded, prompts, max_new_tokens, [where for where, _ in rows], report)
     answers = [row["answer"].strip() for _, row in rows]
     n = len(rows)
     return GenerationScores(sum(o.strip() == a for o, a in zip(outputs, answers)) / n,

@@ -10,8 +10,9 @@ A run directory:
     task.json             labels and instructions of a classification task, reused by `gpts eval classify`
     finetune_config.json  the settings, with the resolved hyperparameters
     metrics.jsonl, results.csv, metrics.png
-    checkpoints/step-N/   what --resume needs (trainable weights, optimizer, step, RNG), at each epoch end and at
-                          --max-steps; the last three are kept
+    checkpoints/step-N/   what --resume needs (trainable weights, optimizer, step, RNG), at each epoch end, at
+                          --max-steps and on Ctrl-C; only the latest is kept
+    .lock                 held while a process trains here (gpts.rundir)
 """
 
 from __future__ import annotations
@@ -32,22 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gpts import lora
+from gpts import lora, resources
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.errors import GptsError
-from gpts.evaluate import write_task
-from gpts.fileio import atomic_path, is_occupied, read_json, write_text
+from gpts.events import Message, Meter, Report, ignore
+from gpts.fileio import atomic_path, check_writable, read_json, write_text
 from gpts.finetune_data import IGNORE_INDEX as IGNORE, FinetuneDataset, FinetuneExample, load_dataset
+from gpts.interrupt import StopRequest, stop_on_signals
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
-from gpts.train import (append_metrics, learning_rate, rewind_metrics, rng_states, set_rng_states, summary_table,
-                        write_model_files)
+from gpts.rundir import RunLock, append_metrics, clear_for_new_run, rewind_metrics, write_model_files
+from gpts.task import write_task
+from gpts.train import learning_rate, rng_states, set_rng_states, warmup_warning
 
 SETTINGS_FILE = "finetune_config.json"
-KEEP_CHECKPOINTS = 3
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 2e-5}  # what learning_rate_multiplier multiplies
 MICRO_BATCH = 8  # examples per forward pass; larger batches accumulate gradients over several
 CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
@@ -80,15 +80,15 @@ class FinetuneConfig:
     instructions: str | None = None  # classification: the instruction text of the prompt
     eval_interval: int = 10
     max_steps: int | None = None  # stop early (the schedule still plans n_epochs); resume goes on from there
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16, float32, or auto: bfloat16 where the processor computes it natively
     seed: int = 1337
     resume: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise GptsError(f"Unknown method {self.method!r}.", "Use --method lora or --method full.")
-        if self.dtype not in ("bfloat16", "float32"):
-            raise GptsError(f"dtype={self.dtype!r} is not bfloat16 or float32.", "Use one of those two.")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise GptsError(f"dtype={self.dtype!r} is not auto, bfloat16 or float32.", "Use one of those.")
         for name in ("n_epochs", "batch_size", "learning_rate_multiplier"):
             value = getattr(self, name)
             if value != "auto" and not (isinstance(value, (int, float)) and value > 0):
@@ -169,8 +169,9 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class Finetuner:
-    def __init__(self, config: FinetuneConfig, console: Console):
-        self.config, self.console = config, console
+    def __init__(self, config: FinetuneConfig, report: Report = ignore):
+        config = dataclasses.replace(config, dtype=resources.resolve_dtype(config.dtype, torch.device("cpu")))
+        self.config, self.report = config, report
         self.run_dir = Path(config.out_dir)
         self.base = read_checkpoint(config.model)
         context = self.base.config.context_length
@@ -204,12 +205,11 @@ class Finetuner:
 
     def load_data(self) -> tuple[FinetuneDataset, FinetuneDataset | None]:
         c, tokenizer = self.config, self.base.tokenizer
-        train = load_dataset(c.data, tokenizer, self.max_len, labels=c.labels, instructions=c.instructions)
-        for warning in train.warnings:
-            self.console.print(f"[yellow]Warning:[/] {warning}")
+        train = load_dataset(c.data, tokenizer, self.max_len, labels=c.labels, instructions=c.instructions,
+                             report=self.report)
         if c.validation_data:
             val = load_dataset(c.validation_data, tokenizer, self.max_len, labels=train.labels,
-                               instructions=c.instructions)
+                               instructions=c.instructions, report=self.report)
             return train, val
         if c.val_fraction:
             return train.split(c.val_fraction, c.seed)
@@ -260,26 +260,28 @@ class Finetuner:
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, stop: StopRequest) -> dict[str, Any]:
         c, p = self.config, self.plan
         examples = self.train_set.examples
         n_trainable = sum(t.numel() for t in self.trainable.values())
-        self.console.print(
+        self.report(Message(
             f"Fine-tuning {self.model.config.name or 'the model'} ({c.method}, {n_trainable / 1e6:.2f}M trainable "
-            f"parameters) on {len(examples):,} {self.train_set.format} examples"
+            f"parameters, {c.dtype}) on {len(examples):,} {self.train_set.format} examples"
             + (f", validating on {len(self.val_set.examples):,}" if self.val_set else "")
-            + f": {p.n_epochs} epoch(s) of {p.steps_per_epoch} steps, batch {p.batch_size}, lr {p.learning_rate:g}")
-        progress = Progress(TextColumn("epoch {task.fields[epoch]} step {task.fields[step]}"), BarColumn(),
-                            TaskProgressColumn(), TextColumn("loss {task.fields[loss]} acc {task.fields[acc]}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
-        task = progress.add_task("finetune", total=p.total_steps, completed=self.step, step=self.step,
-                                 epoch=self.step // p.steps_per_epoch + 1, loss="-", acc="-")
+            + f": {p.n_epochs} epoch(s) of {p.steps_per_epoch} steps, batch {p.batch_size}, lr {p.learning_rate:g}"))
+        if warning := warmup_warning(c.max_steps, p, "The schedule is planned for every epoch: to train briefly at "
+                                                     "the full rate, lower --n-epochs instead."):
+            self.report(Message(warning, level="warning"))
+        meter = Meter(self.report, "Fine-tuning", p.total_steps, "steps", completed=self.step)
         started = time.perf_counter()
-        stopped_early = False
-        with progress:
+        reason = None
+        with stop_on_signals(stop, self.report):
             while self.step < p.total_steps:
                 if c.max_steps is not None and self.step >= c.max_steps:
-                    stopped_early = True
+                    reason = "max_steps"
+                    break
+                if stop.is_set():
+                    reason = "interrupted"
                     break
                 epoch, index = divmod(self.step, p.steps_per_epoch)
                 order = epoch_order(c.seed, epoch, len(examples))
@@ -296,21 +298,23 @@ class Finetuner:
                 self.record(row)
                 if "epoch" in row:
                     self.checkpoint(row["elapsed_s"])
-                progress.update(task, completed=self.step, step=self.step, epoch=epoch + 1,
-                                loss=f"{row['train_loss']:.4f}", acc=f"{row['train_mean_token_accuracy']:.3f}")
+                meter.update(self.step, epoch=epoch + 1, loss=round(row["train_loss"], 4),
+                             accuracy=round(row["train_mean_token_accuracy"], 3))
+        meter.done()
         elapsed = self.clock_s + time.perf_counter() - started
-        if stopped_early and self.step % p.steps_per_epoch:  # an epoch end has its checkpoint already
+        if reason and self.step % p.steps_per_epoch:  # an epoch end has its checkpoint already
             self.checkpoint(elapsed)
         self.save_model()
+        if reason == "interrupted":
+            self.report(Message(f"Stopped at step {self.step:,} with a checkpoint; {self.run_dir} holds the model as "
+                                f"trained so far. Continue with: gpts finetune --out {self.run_dir} --resume"))
         last_full = next((r for r in reversed(self.rows) if "full_valid_loss" in r), {})
-        summary = {"out_dir": str(self.run_dir), "method": c.method, "steps": self.step,
-                   "epochs": self.step / p.steps_per_epoch, "examples": len(examples),
-                   "trainable_parameters": n_trainable, "elapsed_s": round(elapsed, 3),
-                   "final_train_loss": self.rows[-1]["train_loss"] if self.rows else None,
-                   "full_valid_loss": last_full.get("full_valid_loss"),
-                   "full_valid_mean_token_accuracy": last_full.get("full_valid_mean_token_accuracy")}
-        self.console.print(summary_table(summary, "fine-tuning summary"))
-        return summary
+        return {"out_dir": str(self.run_dir), "method": c.method, "stop_reason": reason or "done", "steps": self.step,
+                "epochs": self.step / p.steps_per_epoch, "examples": len(examples),
+                "trainable_parameters": n_trainable, "elapsed_s": round(elapsed, 3),
+                "final_train_loss": self.rows[-1]["train_loss"] if self.rows else None,
+                "full_valid_loss": last_full.get("full_valid_loss"),
+                "full_valid_mean_token_accuracy": last_full.get("full_valid_mean_token_accuracy")}
 
     # -- what the run writes --------------------------------------------------------------------------------------
 
@@ -330,7 +334,8 @@ class Finetuner:
         plot_metrics(self.rows, self.run_dir / "metrics.png")
 
     def checkpoint(self, elapsed_s: float) -> None:
-        """Everything --resume needs, at an epoch end (or an early stop); the last KEEP_CHECKPOINTS stay."""
+        """Everything --resume needs, at an epoch end or a stop; the one before it goes (resume needs the latest
+        only, and a full fine-tuning checkpoint of even a small model weighs over a gigabyte)."""
         folder = self.run_dir / "checkpoints"
         state = {"trainable": {n: t.detach().clone() for n, t in self.trainable.items()},
                  "optimizer": self.optimizer.state_dict(), "step": self.step, "elapsed_s": elapsed_s,
@@ -338,7 +343,7 @@ class Finetuner:
         with atomic_path(folder / f"step-{self.step:08d}") as tmp:
             tmp.mkdir(parents=True)
             torch.save(state, tmp / "state.pt")
-        for old in sorted(folder.iterdir())[:-KEEP_CHECKPOINTS]:
+        for old in sorted(folder.iterdir())[:-1]:
             shutil.rmtree(old)
 
     def restore(self) -> None:
@@ -387,30 +392,38 @@ def plot_metrics(rows: list[dict[str, Any]], path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def finetune(config: FinetuneConfig, console: Console | None = None) -> dict[str, Any]:
-    """Fine-tune as `config` says; return a summary. The run directory is a model reference."""
-    console = console or Console(stderr=True)
+def has_checkpoint(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def finetune(config: FinetuneConfig, report: Report = ignore, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Fine-tune as `config` says; return a summary. The run directory is a model reference. Progress and messages go
+    to `report`; Ctrl-C, SIGTERM or `stop` end the run at the next step with a checkpoint and the model so far
+    (stop_reason "interrupted"), which --resume continues exactly."""
     run_dir = Path(config.out_dir)
+    stop = stop or StopRequest()
     if config.resume:
         if not (run_dir / SETTINGS_FILE).is_file():
             raise GptsError(f"{run_dir} is not a fine-tuning run (it has no {SETTINGS_FILE}).",
                             "Point --out to the directory of the run to resume.")
-        saved = {k: v for k, v in read_json(run_dir / SETTINGS_FILE).items() if k != "plan"}
-        config = FinetuneConfig(**{**saved, "resume": True, "max_steps": config.max_steps})
-    elif is_occupied(run_dir):
-        raise GptsError(f"The output directory {run_dir} already exists.",
-                        "Choose another --out, delete it, or add --resume to continue its run.")
-    tuner = Finetuner(config, console)  # reads and checks the model and the data before anything is written
-    if config.resume:
-        tuner.restore()
-        return tuner.run()
+        with RunLock(run_dir):
+            saved = {k: v for k, v in read_json(run_dir / SETTINGS_FILE).items() if k != "plan"}
+            config = FinetuneConfig(**{**saved, "resume": True, "max_steps": config.max_steps})
+            tuner = Finetuner(config, report)
+            tuner.restore()
+            return tuner.run(stop)
+    check_writable(run_dir)
+    clear_for_new_run(run_dir, SETTINGS_FILE, has_checkpoint, report)
+    tuner = Finetuner(config, report)  # reads and checks the model and the data before anything is written
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        settings = {**dataclasses.asdict(config), "resume": False, "max_steps": None}
-        write_text(run_dir / SETTINGS_FILE, json.dumps({**settings, "plan": dataclasses.asdict(tuner.plan)},
-                                                       indent=2) + "\n")
-        return tuner.run()
+        with RunLock(run_dir):
+            settings = {**dataclasses.asdict(tuner.config), "resume": False, "max_steps": None}
+            write_text(run_dir / SETTINGS_FILE, json.dumps({**settings, "plan": dataclasses.asdict(tuner.plan)},
+                                                           indent=2) + "\n")
+            return tuner.run(stop)
     except BaseException:
-        if not (run_dir / "checkpoints").is_dir():  # nothing worth resuming: leave no half-written run
+        if not has_checkpoint(run_dir):  # nothing worth resuming: leave no half-written run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

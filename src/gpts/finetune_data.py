@@ -18,7 +18,7 @@ fine-tuning") gives them (data_type, missing_messages_list, message_missing_key,
 unrecognized_role, missing_content, example_missing_assistant_message), plus gpts's own (ERRORS) for what the
 cookbook leaves out. Every line is checked, and all problems are reported together in one GptsError: each name
 with its count and first line numbers. Warnings (fewer than 10 examples, examples cut to max_len, examples left
-with nothing to train) come back in FinetuneDataset.warnings for the caller to print.
+with nothing to train) go to the `report` callback as Message events.
 
 Trained tokens (labels that are not IGNORE_INDEX): for each assistant message with weight 1 (the default), the
 tokens the chat template writes for its content and the end of its turn, through the last end-of-turn/eos token
@@ -43,16 +43,16 @@ import json
 import random
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import rich.progress
-from rich.console import Console
 
 from gpts.errors import GptsError
-from gpts.evaluate import ClassificationTask, classification_messages
+from gpts.events import Message, Meter, Report, ignore
+from gpts.fileio import JsonLine, read_jsonl
+from gpts.task import ClassificationTask, classification_messages
 from gpts.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100  # the label cross_entropy skips (its default ignore_index)
@@ -117,7 +117,6 @@ class FinetuneDataset:
     lines: list[int]  # the file's line number of each example
     labels: list[str] | None = None  # classification: the label set (the labels the model chooses from)
     instructions: str | None = None  # classification: the instructions given to classification_messages
-    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -158,13 +157,6 @@ class FinetuneDataset:
 # -- tokenization -------------------------------------------------------------------------------------------
 
 
-def tokenize_example(tokenizer: Tokenizer, messages: list[dict[str, Any]], max_len: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one conversation, cut to its first `max_len` tokens; labels are IGNORE_INDEX
-    except on the assistant turns that are trained (see the module docstring for exactly which tokens)."""
-    ids, labels = _tokenize(tokenizer, messages)
-    return ids[:max_len], labels[:max_len]
-
-
 def _render(tokenizer: Tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                          add_generation_prompt=add_generation_prompt)
@@ -183,7 +175,9 @@ def _assistant_text(tokenizer: Tokenizer, messages: list[dict[str, Any]], i: int
     return len(before), len(through)
 
 
-def _tokenize(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+def tokenize_conversation(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one conversation; labels are IGNORE_INDEX except on the assistant turns that are
+    trained (see the module docstring for exactly which tokens)."""
     text = _render(tokenizer, messages, add_generation_prompt=False)
     turns = [_assistant_text(tokenizer, messages, i, text) for i, m in enumerate(messages)
              if m["role"] == "assistant" and m.get("weight", 1) == 1]
@@ -257,26 +251,6 @@ def _lines_text(lines: list[int], n_lines: int) -> str:
     return f"line{'s' * (n_lines != 1)} {', '.join(map(str, lines))}{more}"
 
 
-@dataclass
-class _NotJson:
-    reason: str
-
-
-def _rows(path: Path, show_progress: bool) -> Iterator[tuple[int, Any]]:
-    """(line number, the line's JSON value, or _NotJson) for each non-blank line, read as it goes."""
-    with rich.progress.open(path, "rb", description=f"Reading {path.name}", console=Console(stderr=True),
-                            transient=True, disable=not show_progress) as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)  # bytes: json detects the encoding and skips a BOM
-            except UnicodeDecodeError:
-                yield lineno, _NotJson("not valid UTF-8")
-            except json.JSONDecodeError as e:
-                yield lineno, _NotJson(f"{e.msg}, column {e.colno}")
-
-
 def _format_of(row: Any) -> str | None:
     if not isinstance(row, dict):
         return None
@@ -284,14 +258,14 @@ def _format_of(row: Any) -> str | None:
 
 
 def _detect_format(path: Path) -> str:
-    first = next(_rows(path, show_progress=False), None)
+    first = next(read_jsonl(path), None)
     if first is None:
         raise GptsError(f"{path} is empty: it holds no examples.",
                         f"Write one example a line, like\n  {EXAMPLE_LINES['chat']}")
-    lineno, row = first
+    lineno, row = first.number, first.value
     formats = "\n".join(f"  {name}: {example}" for name, example in EXAMPLE_LINES.items())
-    if isinstance(row, _NotJson):
-        raise GptsError(f"{path}, line {lineno}: not valid JSON ({row.reason}); fine-tuning data is JSONL.",
+    if first.error is not None:
+        raise GptsError(f"{path}, line {lineno}: not valid JSON ({first.error}); fine-tuning data is JSONL.",
                         f"Write one JSON object a line (not one JSON array for the whole file), in one of these "
                         f"formats:\n{formats}")
     fmt = _format_of(row)
@@ -312,7 +286,7 @@ def _label(value: Any) -> str | None:
 
 def _labels_in(path: Path) -> list[str]:
     """The sorted distinct labels of a classification file (lines in error are checked later)."""
-    labels = {_label(row.get("label")) for _, row in _rows(path, show_progress=False) if isinstance(row, dict)}
+    labels = {_label(line.value.get("label")) for line in read_jsonl(path) if isinstance(line.value, dict)}
     return sorted(label for label in labels if label)
 
 
@@ -376,12 +350,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _messages(row: Any, fmt: str, label_set: list[str] | None, instructions: str | None,
+def _messages(line: JsonLine, fmt: str, label_set: list[str] | None, instructions: str | None,
               add: AddProblem) -> list[dict[str, Any]] | None:
     """One line as the conversation to train on; None when it has errors (reported through `add`)."""
-    if isinstance(row, _NotJson):
-        add("invalid_json", row.reason)
+    if line.error is not None:
+        add("invalid_json", line.error)
         return None
+    row = line.value
     if not isinstance(row, dict):
         add("data_type", f"a JSON {type(row).__name__}")
         return None
@@ -415,10 +390,11 @@ def _check_labels(labels: list[str]) -> list[str]:
 
 
 def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: list[str] | None = None,
-                 instructions: str | None = None) -> FinetuneDataset:
+                 instructions: str | None = None, report: Report = ignore) -> FinetuneDataset:
     """Read, check and tokenize the fine-tuning file at `path` (any format of FORMATS), streaming it line by
-    line. Errors: one GptsError listing all of them. `labels` and `instructions` are for classification data:
-    the label set (default: the labels in the file) and the instructions of the prompt."""
+    line. Errors: one GptsError listing all of them; warnings: Message events to `report`, with the progress of
+    the reading. `labels` and `instructions` are for classification data: the label set (default: the labels in
+    the file) and the instructions of the prompt."""
     path = Path(path)
     if not path.is_file():
         raise GptsError(f"No such file: {path}." if not path.exists() else f"{path} is not a file.",
@@ -434,13 +410,15 @@ def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: l
     lines: list[int] = []
     truncated: list[int] = []
     untrained: list[int] = []
-    for lineno, row in _rows(path, show_progress=True):
+    meter = Meter(report, f"Reading {path.name}", path.stat().st_size, "bytes")
+    for line in read_jsonl(path, on_line=lambda raw: meter.advance(len(raw))):
+        lineno = line.number
         add = problems.adder(lineno)
-        messages = _messages(row, fmt, label_set, instructions, add)
+        messages = _messages(line, fmt, label_set, instructions, add)
         if messages is None:
             continue
         try:
-            ids, targets = _tokenize(tokenizer, messages)
+            ids, targets = tokenize_conversation(tokenizer, messages)
         except GptsError as e:
             add("chat_template", e.problem)
             continue
@@ -453,6 +431,7 @@ def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: l
             lines.append(lineno)
         else:
             untrained.append(lineno)
+    meter.done()
     problems.raise_if_any(path, fmt)
     if not examples:
         raise GptsError(f"{path}: no example has a token to train on (every assistant message has weight 0, or "
@@ -473,5 +452,6 @@ def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: l
                         f"({_lines_text(untrained[:SHOWN_LINES], len(untrained))}).")
     if label_set is not None and len(label_set) == 1:
         warnings.append(f"{path} has a single label, {label_set[0]!r}: the model can only learn to always answer it.")
-    return FinetuneDataset(path, fmt, examples, lines, label_set, instructions if fmt == "classification" else None,
-                           warnings)
+    for warning in warnings:
+        report(Message(warning, level="warning"))
+    return FinetuneDataset(path, fmt, examples, lines, label_set, instructions if fmt == "classification" else None)

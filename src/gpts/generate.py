@@ -35,6 +35,8 @@ DEFAULT_MAX_NEW_TOKENS = 256
 # much smaller ones overflow to inf, and softmax(inf) is nan. (Temperature 0 already means greedy.)
 MIN_SCALE = 1e-6
 
+BLANK_FIX = "Give it some text: a model has nothing to answer or continue in whitespace alone."
+
 FinishReason = Literal["stop", "length"]
 Prompt = str | Sequence[int]
 
@@ -352,6 +354,8 @@ class GenerationStream:
             if isinstance(p, str):
                 if self.tokenizer is None:
                     raise GptsError("A text prompt needs a tokenizer.", "Pass the tokenizer, or token ids.")
+                if not p.strip():
+                    raise GptsError("The prompt is blank.", BLANK_FIX)
                 p = self.tokenizer.encode(p)
             ids = [int(t) for t in p]
             if not ids:

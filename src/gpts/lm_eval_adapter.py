@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import lm_eval.models  # noqa: F401  the harness's own models: its registry loads them only while it is empty
@@ -29,7 +31,9 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 import gpts
 from gpts.errors import GptsError
-from gpts.evaluate import BATCH_TOKENS, GENERATE_BATCH, _progress, generate_in_batches, score_continuations
+from gpts.evaluate import BATCH_TOKENS, GENERATE_BATCH, generate_in_batches, score_continuations
+from gpts.events import Meter, ignore
+from gpts.terminal import EventView, print_error
 from gpts.tokenizer import CHATML_TEMPLATE
 
 if TYPE_CHECKING:
@@ -107,8 +111,8 @@ class GptsLM(TemplateLM):
         for i, (_, context, _) in enumerate(requests):
             by_context.setdefault(tuple(context), []).append(i)
         groups = [(context, [requests[i][2] for i in members]) for context, members in by_context.items()]
-        with _progress(not disable_tqdm, len(groups), "loglikelihood") as advance:
-            scores = score_continuations(self.gpt, groups, self.batch_tokens, advance, greedy=True)
+        with _meter(not disable_tqdm, "loglikelihood", len(groups)) as meter:
+            scores = score_continuations(self.gpt, groups, self.batch_tokens, meter.advance, greedy=True)
         results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         for members, group_scores in zip(by_context.values(), scores):
             for i, (logprob, greedy) in zip(members, group_scores):
@@ -125,8 +129,8 @@ class GptsLM(TemplateLM):
             for context, predicted in map(make_disjoint_window, windows):
                 groups.append((context, [predicted]))
                 owner.append(i)
-        with _progress(not disable_tqdm, len(groups), "windows") as advance:
-            scores = score_continuations(self.gpt, groups, self.batch_tokens, advance)
+        with _meter(not disable_tqdm, "loglikelihood_rolling", len(groups)) as meter:
+            scores = score_continuations(self.gpt, groups, self.batch_tokens, meter.advance)
         totals = [0.0] * len(requests)
         for i, (logprob,) in zip(owner, scores):
             totals[i] += logprob
@@ -141,11 +145,12 @@ class GptsLM(TemplateLM):
         for i, req in enumerate(requests):
             by_kwargs.setdefault(repr(sorted(req.args[1].items())), []).append(i)
         outputs = [""] * len(requests)
-        with _progress(not disable_tqdm, len(requests), "generate_until") as advance:
+        with _meter(not disable_tqdm, "generate_until", len(requests)) as meter:
             for members in by_kwargs.values():
                 options = self._generation_options(requests[members[0]].args[1])
                 prompts = [self.tok_encode(requests[i].args[0]) for i in members]
-                completions = generate_in_batches(self.loaded, prompts, self.generate_batch, advance, **options)
+                completions = generate_in_batches(self.loaded, prompts, self.generate_batch, meter.advance,
+                                                  **options)
                 for i, completion in zip(members, completions):
                     outputs[i] = completion.text
                     self.cache_hook.add_partial("generate_until", requests[i].args, outputs[i])
@@ -175,7 +180,19 @@ class GptsLM(TemplateLM):
     def get_model_info(self) -> dict[str, Any]:
         """Goes into the results' "config"."""
         return {"model_source": self.loaded.ref.describe(), "model_dtype": str(next(self.gpt.parameters()).dtype),
-                "model_num_parameters": sum(p.numel() for p in self.gpt.parameters())}
+                "model_num_parameters": self.gpt.num_params()}
+
+
+@contextmanager
+def _meter(show: bool, task: str, total: int) -> Iterator[Meter]:
+    """Progress of one kind of request, drawn on stderr as gpts draws it (the harness's --disable_tqdm hides it)."""
+    if not show:
+        yield Meter(ignore, task, total)
+        return
+    with EventView(transient=True) as view:
+        meter = Meter(view, task, total, "requests")
+        yield meter
+        meter.done()
 
 
 def _pick_device(requested: str | None) -> str:
@@ -192,8 +209,6 @@ def _pick_device(requested: str | None) -> str:
 def main() -> None:
     """`lm_eval` with the gpts model registered: same arguments (sys.argv), same output."""
     from lm_eval.__main__ import cli_evaluate
-
-    from gpts.cli import print_error
 
     try:
         cli_evaluate()

@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from gpts.checkpoint import Checkpoint
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, read_json
+from gpts.fileio import atomic_path, read_json, save_safetensors
 from gpts.model import GPT
-from gpts.tokenizer import Tokenizer
+from gpts.tokenizer import Tokenizer, has_tokenizer_files
 from gpts.weights import hf
 
 FORMAT = "gpts-lora"
@@ -246,7 +246,7 @@ def save_adapter(model: GPT, lora_config: LoRAConfig, out_dir: str | Path, token
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "producer": "gpts"})
+        save_safetensors(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt", "producer": "gpts"})
         if tokenizer is not None:
             tokenizer.save(tmp)
         if generation:
@@ -255,7 +255,7 @@ def save_adapter(model: GPT, lora_config: LoRAConfig, out_dir: str | Path, token
             peft_config, peft_tensors = peft
             (tmp / PEFT_DIR).mkdir()
             (tmp / PEFT_DIR / "adapter_config.json").write_text(json.dumps(peft_config, indent=2) + "\n")
-            save_file(peft_tensors, str(tmp / PEFT_DIR / "adapter_model.safetensors"), metadata={"format": "pt"})
+            save_safetensors(peft_tensors, tmp / PEFT_DIR / "adapter_model.safetensors", metadata={"format": "pt"})
     return out_dir
 
 
@@ -306,8 +306,7 @@ def load_adapter(adapter_dir: str | Path, base_model_loader: Callable[[str], Che
             f"{found}.", "Load the adapter onto the exact base model it was trained from.")
     model = apply_lora(GPT.from_state_dict(ckpt.config, ckpt.state_dict), lora_config)
     _load_lora_weights(model, adapter_dir / WEIGHTS_FILE)
-    has_tokenizer = (adapter_dir / "tokenizer.json").is_file() or (adapter_dir / "vocab.json").is_file()
-    tokenizer = Tokenizer.from_dir(adapter_dir) if has_tokenizer else ckpt.tokenizer
+    tokenizer = Tokenizer.from_dir(adapter_dir) if has_tokenizer_files(adapter_dir) else ckpt.tokenizer
     gen_file = adapter_dir / "generation_config.json"
     generation = {**ckpt.generation, **(read_json(gen_file) if gen_file.is_file() else {})}
     return Adapter(model, lora_config, tokenizer, generation, meta.get("extra") or {})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from gpts import paths
 from gpts.checkpoint import Checkpoint, is_native_dir, load_native, save_native
-from gpts.errors import GptsError
+from gpts.errors import GptsError, GptsWarning
 from gpts.fileio import read_json
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -39,6 +40,8 @@ BUNDLED: dict[str, Bundled] = {
 }
 ALIASES = {"default": DEFAULT_MODEL}
 
+_warned_uncached = False  # said once a process
+
 # Bump when the conversion changes, so that stale cached conversions are not reused.
 CONVERSION_VERSION = 1
 
@@ -48,6 +51,12 @@ class ModelRef:
     ref: str  # what the user typed
     kind: str  # "bundled" | "gguf" | "native" | "adapter" | "hf" | "hub"
     path: Path | None  # resolved local file or directory (None for a hub ref not yet downloaded)
+
+    @property
+    def directory(self) -> Path | None:
+        """The model's directory, where files that go with the weights live (task.json); None for a single file or
+        a hub reference."""
+        return self.path if self.path is not None and self.path.is_dir() else None
 
     def describe(self) -> str:
         where = f" ({self.path})" if self.path else ""
@@ -159,5 +168,13 @@ def _read_gguf_cached(path: Path, dtype: torch.dtype) -> Checkpoint:
     from gpts.weights.gguf import read_gguf
 
     ckpt = read_gguf(path, dtype=dtype)
-    save_native(ckpt, cached)
+    try:
+        save_native(ckpt, cached)
+    except GptsError as e:  # an unwritable or full GPTS_HOME costs speed, never the model
+        global _warned_uncached
+        if not _warned_uncached:
+            _warned_uncached = True
+            warnings.warn(f"Converted {path.name} without caching it ({e.problem}); every load converts it again. "
+                          f"Make {paths.home()} writable, or set GPTS_HOME to a directory that is.", GptsWarning,
+                          stacklevel=2)
     return ckpt

@@ -268,6 +268,12 @@ def _sentencepiece_decoder(add_space_prefix: bool) -> Any:
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
+def has_tokenizer_files(path: Path) -> bool:
+    """Whether directory `path` holds a tokenizer `Tokenizer.from_dir` reads: tokenizer.json, or GPT-2 style
+    vocab.json + merges.txt (one without the other is no tokenizer)."""
+    return (path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
+
+
 def check_bpe_vocab_size(vocab_size: int) -> None:
     if not BPE_MIN_VOCAB <= vocab_size <= BPE_MAX_VOCAB:
         raise GptsError(f"A BPE vocabulary of {vocab_size} tokens is out of range.",
@@ -313,6 +319,10 @@ class Tokenizer:
         def special(name: str) -> str | None:
             return _token_content(config.get(name)) or _token_content(special_map.get(name))
 
+        if not has_tokenizer_files(path):
+            have = sorted(p.name for p in path.iterdir())
+            raise GptsError(f"No tokenizer in {path} (it holds: {', '.join(have) or 'nothing'}).",
+                            f"Expected {expected}.")
         if (path / "tokenizer.json").is_file():
             try:
                 backend = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
@@ -320,13 +330,9 @@ class Tokenizer:
                 raise GptsError(f"Cannot read {path / 'tokenizer.json'}: {e}.",
                                 "The file is corrupt or from a newer tokenizers version; replace it.") from e
             slow = False
-        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        else:
             backend = cls._gpt2_backend(path / "vocab.json", path / "merges.txt")
             slow = True
-        else:
-            have = sorted(p.name for p in path.iterdir())
-            raise GptsError(f"No tokenizer in {path} (it holds: {', '.join(have) or 'nothing'}).",
-                            f"Expected {expected}.")
 
         names = {n: special(n) for n in ("bos_token", "eos_token", "pad_token", "unk_token")}
         if "<|endoftext|>" in backend.get_vocab():  # what GPT2TokenizerFast assumes where nothing is said
@@ -583,10 +589,6 @@ class Tokenizer:
     @property
     def eos_id(self) -> int | None:
         return self.token_id(self.eos_token)
-
-    @property
-    def pad_id(self) -> int | None:
-        return self.token_id(self.pad_token)
 
     @property
     def eos_ids(self) -> frozenset[int]:

@@ -18,22 +18,24 @@ The run directory (`out_dir`):
                         the whole validation split
     loss.png, samples.txt
     data/               the token shards, when the corpus was given raw
+    .lock               held while a process trains here (gpts.rundir)
+
+Defaults fit the machine: a block size of at most DEFAULT_BLOCK_SIZE tokens, the batch split into as many
+micro-batches (grad_accum) as memory needs (gpts.resources), bfloat16 where the processor computes it natively.
+Ctrl-C or SIGTERM stops at the next step boundary with a checkpoint that --resume continues exactly; so does
+another thread through a StopRequest (gpts.interrupt).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 import types
 import typing
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,21 +47,26 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
+from gpts import resources
 from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, is_occupied, write_text
+from gpts.events import Message, Meter, Report, ignore
+from gpts.fileio import atomic_path, write_text
+from gpts.interrupt import StopRequest, stop_on_signals
 from gpts.model import GPT
 from gpts.optim import Muon, Optimizers
+from gpts.rundir import RunLock, append_metrics, clear_for_new_run, rewind_metrics, write_model_files
 
 if typing.TYPE_CHECKING:
     from gpts.data import PreparedData
 
 DEFAULT_MAX_STEPS = 1000  # when no max_steps, max_tokens or max_time is given: minutes on a laptop CPU
+# block_size when none is given and the model's context is longer: a laptop trains SmolLM2-135M at 1,024 tokens
+# a sequence (its context is 8,192: 2 MB of activations per token, 256 GB for a batch of 16).
+DEFAULT_BLOCK_SIZE = 1024
+MIN_BLOCK_SIZE = 128  # the smallest block_size memory may shrink a default one to
 DEFAULT_TOKENIZER = "bpe:8192"  # for a corpus given raw, without --init
 SAMPLE_TEMPERATURE = 0.8
 SETTINGS_FILE = "train_config.yaml"
@@ -84,12 +91,15 @@ class TrainConfig:
     resume: bool = False
     seed: int = 1337
     device: str = "auto"  # auto: cuda when available
-    dtype: str = "bfloat16"  # autocast compute dtype (weights and optimizer stay float32), or float32
+    # autocast compute dtype (weights and optimizer stay float32): bfloat16, float32, or auto: bfloat16 where the
+    # device computes it natively (resources.native_bfloat16), else float32
+    dtype: str = "auto"
     compile: bool = False  # torch.compile the model
     # batch: batch_size sequences per optimizer step in all, split over processes, then over grad_accum micro-steps
     batch_size: int = 16
-    grad_accum: int = 1
-    block_size: int | None = None  # tokens per sequence (None: the model's context length)
+    grad_accum: int | None = None  # None: as many as memory needs (at least 1)
+    block_size: int | None = None  # tokens per sequence (None: the model's context, at most DEFAULT_BLOCK_SIZE,
+                                   # less when memory needs it)
     # optimizer: AdamW, or Muon on the blocks' weight matrices and AdamW on the rest (optim.py); the same schedule,
     # linear warmup then cosine decay to min_lr, drives both
     optimizer: str = "adamw"
@@ -133,8 +143,8 @@ class TrainConfig:
                             "must lie in [0, 1).", "Try 0.9, 0.99 and 0.95.")
         if self.optimizer not in ("adamw", "muon"):
             raise GptsError(f"Setting optimizer={self.optimizer!r} is not adamw or muon.", "Use one of those two.")
-        if self.dtype not in ("bfloat16", "float32"):
-            raise GptsError(f"Setting dtype={self.dtype!r} is not bfloat16 or float32.", "Use one of those two.")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise GptsError(f"Setting dtype={self.dtype!r} is not auto, bfloat16 or float32.", "Use one of those.")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -339,12 +349,13 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.Optimizer | O
 
 @dataclass
 class Setup:
-    config: TrainConfig  # resolved: block_size, tokenizer, max_steps, lr_decay_steps filled in
+    config: TrainConfig  # resolved: block_size, grad_accum, dtype, tokenizer, max_steps, lr_decay_steps filled in
     data: PreparedData
     model_config: Config
     weights: dict[str, torch.Tensor] | None  # --init's; None: fresh (or from the checkpoint when resuming)
     generation: dict[str, Any]  # generation_config.json of the saved models
     resume_state: dict[str, Any] | None
+    lock: RunLock | None  # process 0's hold on the run directory
 
 
 def prepared_dir(config: TrainConfig) -> Path | None:
@@ -357,87 +368,175 @@ def prepared_dir(config: TrainConfig) -> Path | None:
     return own if is_prepared(own) else None
 
 
-def setup(config: TrainConfig, dist: Dist) -> Setup:
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoint" / STATE_FILE).is_file()
+
+
+def _open_run(config: TrainConfig, dist: Dist, report: Report) -> tuple[dict[str, Any] | None, RunLock | None]:
+    """Process 0's claim on the run directory: the checkpoint to resume (and the lock, held from here on), or a
+    clear way for a new run. The other processes only read what process 0 has checked."""
+    run_dir = Path(config.out_dir)
+    if not config.resume:
+        if dist.main:
+            clear_for_new_run(run_dir, SETTINGS_FILE, has_checkpoint, report)
+        return None, None
+    lock = RunLock(run_dir).acquire() if dist.main else None
+    try:
+        if not has_checkpoint(run_dir):
+            raise GptsError(f"Cannot resume {run_dir}: it has no checkpoint yet (it stopped before its first one).",
+                            "Run the same command without --resume: it starts the run anew in its place.")
+        return torch.load(run_dir / "checkpoint" / STATE_FILE, map_location="cpu", weights_only=True), lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+def setup(config: TrainConfig, dist: Dist, report: Report) -> Setup:
     """Check everything, prepare the data, and (process 0, new runs) create the run directory in one move."""
     from gpts.data import PreparedData, prepare
 
     run_dir = Path(config.out_dir)
-    state = None
-    # Only process 0 looks for an existing run directory: the others may see the one it has just created.
-    if config.resume:
-        state_file = run_dir / "checkpoint" / STATE_FILE
-        if not state_file.is_file():
-            raise GptsError(f"Cannot resume {run_dir}: it has no checkpoint yet.",
-                            "Start it anew (delete it, or pass another --out).")
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    elif dist.main and is_occupied(run_dir):
-        raise GptsError(f"The run directory {run_dir} already exists.",
-                        "Continue that run with --resume, or pass another --out.")
+    state, lock = _open_run(config, dist, report)
+    try:
+        init = None
+        if state is not None:
+            shape = Config.from_dict(state["model_config"])
+        elif config.init:
+            from gpts.registry import read_checkpoint
 
-    init = None
-    if state is not None:
-        shape = Config.from_dict(state["model_config"])
-    elif config.init:
-        from gpts.registry import read_checkpoint
+            init = read_checkpoint(config.init)
+            if config.model_config:
+                raise GptsError(f"model_config cannot reshape the model given with --init ({config.init}).",
+                                "Drop model_config, or train a preset from scratch instead of --init.")
+            shape = init.config
+        else:
+            unknown = set(config.model_config) - {f.name for f in dataclasses.fields(Config)}
+            if unknown:
+                raise GptsError(f"Unknown model_config key(s): {', '.join(sorted(unknown))}.",
+                                f"Model settings: {', '.join(f.name for f in dataclasses.fields(Config))}.")
+            shape = Config.from_name(config.model, **config.model_config)
+        if config.block_size is not None and config.block_size > shape.context_length:
+            raise GptsError(f"block_size={config.block_size} is longer than the model's context "
+                            f"({shape.context_length}).", f"Use block_size <= {shape.context_length}.")
+        if config.batch_size % (dist.world * (config.grad_accum or 1)):
+            raise GptsError(f"batch_size={config.batch_size} does not split evenly over {dist.world} process(es) "
+                            f"x grad_accum={config.grad_accum or 1}.",
+                            f"Use a batch_size that is a multiple of {dist.world * (config.grad_accum or 1)}.")
+        # The vocabulary is the data's, unless the model (or a model_config override) fixes it.
+        vocab_size = shape.vocab_size if init or state else config.model_config.get("vocab_size")
 
-        init = read_checkpoint(config.init)
-        if config.model_config:
-            raise GptsError(f"model_config cannot reshape the model given with --init ({config.init}).",
-                            "Drop model_config, or train a preset from scratch instead of --init.")
-        shape = init.config
-    else:
-        unknown = set(config.model_config) - {f.name for f in dataclasses.fields(Config)}
-        if unknown:
-            raise GptsError(f"Unknown model_config key(s): {', '.join(sorted(unknown))}.",
-                            f"Model settings: {', '.join(f.name for f in dataclasses.fields(Config))}.")
-        shape = Config.from_name(config.model, **config.model_config)
-    block_size = config.block_size or shape.context_length
-    if block_size > shape.context_length:
-        raise GptsError(f"block_size={block_size} is longer than the model's context ({shape.context_length}).",
-                        f"Use block_size <= {shape.context_length}.")
-    if config.batch_size % (dist.world * config.grad_accum):
-        raise GptsError(f"batch_size={config.batch_size} does not split evenly over {dist.world} process(es) "
-                        f"x grad_accum={config.grad_accum}.",
-                        f"Use a batch_size that is a multiple of {dist.world * config.grad_accum}.")
-    max_steps, decay = config.max_steps, config.lr_decay_steps
-    if max_steps is None and config.max_tokens is None and config.max_time is None:
-        max_steps = DEFAULT_MAX_STEPS
-    if decay is None and (max_steps or config.max_tokens):
-        decay = max_steps or math.ceil(config.max_tokens / (config.batch_size * block_size))
-    config = dataclasses.replace(config, block_size=block_size, max_steps=max_steps, lr_decay_steps=decay,
-                                 tokenizer=config.tokenizer or config.init or DEFAULT_TOKENIZER)
-    # The vocabulary is the data's, unless the model (or a model_config override) fixes it.
-    vocab_size = shape.vocab_size if init or state else config.model_config.get("vocab_size")
-
-    if dist.main and not config.resume:
-        with atomic_path(run_dir) as staging:
-            staging.mkdir()
-            source = prepared_dir(config)
-            if source is None:
-                data = prepare(config.data, staging / "data", tokenizer=config.tokenizer,
-                               val_fraction=config.val_fraction)
-            else:
-                data = PreparedData.open(source)
-            check_data(data, config, vocab_size)
-            (staging / SETTINGS_FILE).write_text(config.to_yaml())
-    dist.barrier()  # the other processes read what process 0 prepared
-    source = prepared_dir(config)
-    if source is None:
-        raise GptsError(f"The prepared data of the run {run_dir} is gone (neither {config.data} nor {run_dir / 'data'} "
-                        "holds it).", "Put it back, or start a new run.")
-    data = PreparedData.open(source)
-    check_data(data, config, vocab_size)
-    if config.resume and dist.main:
-        write_text(run_dir / SETTINGS_FILE, config.to_yaml())
+        if dist.main and not config.resume:
+            with atomic_path(run_dir) as staging:
+                staging.mkdir()
+                lock = RunLock(staging).acquire()  # held as the directory moves into place
+                source = prepared_dir(config)
+                if source is None:
+                    tokenizer = config.tokenizer or config.init or DEFAULT_TOKENIZER
+                    data = prepare(config.data, staging / "data", tokenizer=tokenizer,
+                                   val_fraction=config.val_fraction, report=report)
+                else:
+                    data = PreparedData.open(source)
+                config = resolve(config, dataclasses.replace(shape, vocab_size=vocab_size or data.vocab_size), dist,
+                                 report, data)
+                check_data(data, config, vocab_size)
+                (staging / SETTINGS_FILE).write_text(config.to_yaml())
+        dist.barrier()  # the other processes read what process 0 prepared, and train as it decided
+        if config.resume:
+            config = resolve(config, shape, dist, report if dist.main else ignore)  # the run's own sizes
+        elif not dist.main:
+            config = TrainConfig.from_dict(_read_yaml(run_dir / SETTINGS_FILE))
+        source = prepared_dir(config)
+        if source is None:
+            raise GptsError(f"The prepared data of the run {run_dir} is gone (neither {config.data} nor "
+                            f"{run_dir / 'data'} holds it).", "Put it back, or start a new run.")
+        data = PreparedData.open(source)
+        check_data(data, config, vocab_size)
+        if config.resume and dist.main:
+            write_text(run_dir / SETTINGS_FILE, config.to_yaml())
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
     if state is not None:
         model_config, generation = shape, state["generation"]
     elif init is not None:
         model_config, generation = init.config, init.generation
     else:
-        model_config = dataclasses.replace(shape, vocab_size=vocab_size or data.vocab_size, context_length=block_size)
+        model_config = dataclasses.replace(shape, vocab_size=vocab_size or data.vocab_size,
+                                           context_length=config.block_size)
         generation = {"temperature": SAMPLE_TEMPERATURE}
-    return Setup(config, data, model_config, init.state_dict if init else None, generation, state)
+    return Setup(config, data, model_config, init.state_dict if init else None, generation, state, lock)
+
+
+def resolve(config: TrainConfig, shape: Config, dist: Dist, report: Report,
+            data: PreparedData | None = None) -> TrainConfig:
+    """The settings left to the machine, the data and each other, filled in: block_size and grad_accum
+    (fit_batches), the compute dtype, max_steps and lr_decay_steps, the tokenizer."""
+    data_tokens = min(len(data.train), len(data.val)) - 1 if data is not None else None
+    block_size, grad_accum = fit_batches(shape, config, dist, report, data_tokens)
+    max_steps, decay = config.max_steps, config.lr_decay_steps
+    if max_steps is None and config.max_tokens is None and config.max_time is None:
+        max_steps = DEFAULT_MAX_STEPS
+    if decay is None and (max_steps or config.max_tokens):
+        decay = max_steps or math.ceil(config.max_tokens / (config.batch_size * block_size))
+    config = dataclasses.replace(config, block_size=block_size, grad_accum=grad_accum, max_steps=max_steps,
+                                 lr_decay_steps=decay, dtype=resources.resolve_dtype(config.dtype, dist.device),
+                                 tokenizer=config.tokenizer or config.init or DEFAULT_TOKENIZER)
+    if warning := warmup_warning(config.max_steps, config, "Lower warmup_steps (--set warmup_steps=N) to train at "
+                                                           "the full rate."):
+        report(Message(warning, level="warning"))
+    return config
+
+
+def fit_batches(shape: Config, config: TrainConfig, dist: Dist, report: Report,
+                data_tokens: int | None = None) -> tuple[int, int]:
+    """block_size and grad_accum: those set, else the longest block (up to DEFAULT_BLOCK_SIZE, and a power of two
+    that leaves each split of `data_tokens` at least one window) and the fewest micro-batches whose activations fit
+    the memory free now; what was chosen is said."""
+    if config.block_size is not None and config.grad_accum is not None:
+        return config.block_size, config.grad_accum
+    rows = config.batch_size // dist.world  # sequences per step in this process
+    free = resources.available_memory(dist.device)
+    state = resources.state_bytes(shape)
+    per_token = resources.activation_bytes_per_token(shape)
+    accums = [config.grad_accum] if config.grad_accum else [a for a in range(1, rows + 1) if rows % a == 0]
+    block = config.block_size or min(shape.context_length, DEFAULT_BLOCK_SIZE)
+    data_note = ""
+    if config.block_size is None and data_tokens is not None and data_tokens < block:
+        block = 1 << (max(data_tokens, 1).bit_length() - 1)  # the largest power of two that leaves one window
+        data_note = f", and a split of the data holds {data_tokens + 1:,}"
+
+    def need(accum: int) -> float:
+        return state + rows // accum * block * per_token
+
+    while True:
+        accum = next((a for a in accums if need(a) <= free), None)
+        if accum is not None or config.block_size is not None or block // 2 < MIN_BLOCK_SIZE:
+            break
+        block //= 2
+    fits, accum = accum is not None, accum or accums[-1]
+    chosen = []
+    if config.block_size is None and block < shape.context_length:
+        chosen.append(f"block_size {block} (the model's context is {shape.context_length:,}{data_note})")
+    if config.grad_accum is None and accum > 1:
+        chosen.append(f"grad_accum {accum} (micro-batches of {rows // accum} of the {config.batch_size} sequences "
+                      "a step)")
+    sizes = f"about {resources.gigabytes(need(accum))} of the {resources.gigabytes(free)} this run may use"
+    if not fits:
+        report(Message(f"This run may not fit in memory: {sizes}. Lower block_size or batch_size, or raise "
+                       "grad_accum.", level="warning"))
+    elif chosen:
+        report(Message(f"Chose {' and '.join(chosen)}: {sizes}. Set block_size or grad_accum to choose otherwise."))
+    return block, accum
+
+
+def warmup_warning(stops_at: int | None, schedule: Schedule, fix: str) -> str | None:
+    """What to say when a run stops before its learning rate has warmed up (None when it does not)."""
+    if stops_at is None or stops_at >= schedule.warmup_steps:
+        return None
+    reached = learning_rate(stops_at - 1, schedule)
+    return (f"The run stops at step {stops_at:,}, before its {schedule.warmup_steps:,} warmup steps end: the learning "
+            f"rate climbs only to {reached:.3g} of {schedule.learning_rate:g}. {fix}")
 
 
 def check_data(data: PreparedData, config: TrainConfig, vocab_size: int | None) -> None:
@@ -458,53 +557,7 @@ def check_data(data: PreparedData, config: TrainConfig, vocab_size: int | None) 
                         "Use text made of the corpus's characters.")
 
 
-# -- the run directory ---------------------------------------------------------------------------------------
-
-
-def write_model_files(run_dir: Path, write: Callable[[Path], None],
-                      last: tuple[str, ...] = ("config.json", "adapter_config.json")) -> None:
-    """The latest model as files of the run directory itself, each replaced atomically.
-
-    Savers such as save_native replace a whole directory, so `write` fills a temporary one whose files then move
-    in; the config files move last, so the directory never names weights it does not hold yet.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run_dir))
-    try:
-        write(tmp / "model")
-        for f in sorted((tmp / "model").iterdir(), key=lambda f: f.name in last):
-            if (run_dir / f.name).is_dir():
-                shutil.rmtree(run_dir / f.name)
-            os.replace(f, run_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def rewind_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    """The rows a resumed run keeps, those of the steps its checkpoint had done (a crash may have left more),
-    rewritten as the whole file."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
-            if row.get("step", math.inf) <= up_to_step:
-                rows.append(row)
-    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:  # appended: a crash loses at most this line
-        f.write(json.dumps(row) + "\n")
-
-
-def summary_table(summary: dict[str, Any], title: str) -> Table:
-    table = Table("", "", show_header=False, box=None, title=title, title_justify="left")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
-    return table
+# -- reports ---------------------------------------------------------------------------------------------------
 
 
 def plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
@@ -551,9 +604,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, s: Setup, dist: Dist, console: Console):
+    def __init__(self, s: Setup, dist: Dist, report: Report):
         c = self.config = s.config
-        self.dist, self.console = dist, console
+        self.dist = dist
+        self.report = report if dist.main else ignore  # one process speaks for all
         self.data, self.generation, self.run_dir = s.data, s.generation, Path(c.out_dir)
         self.train_tokens, self.val_tokens = s.data.train, s.data.val
         device = dist.device
@@ -690,55 +744,55 @@ class Trainer:
             return "max_time"
         return None
 
-    def progress_fraction(self) -> float:
-        c = self.config
-        done = [self.step / c.max_steps if c.max_steps else 0, self.tokens / c.max_tokens if c.max_tokens else 0,
-                self.elapsed() / c.max_time if c.max_time else 0]
-        return min(1.0, max(done))
+    def interrupted(self, stop: StopRequest) -> bool:
+        """Whether any process was asked to stop: all of them then stop after the same step."""
+        return self.dist.any(stop.is_set()) if self.dist.world > 1 else stop.is_set()
 
-    def run(self, setup_s: float) -> dict[str, Any]:
-        c, dist, main = self.config, self.dist, self.dist.main
+    def run(self, setup_s: float, stop: StopRequest) -> dict[str, Any]:
+        c, dist = self.config, self.dist
         self.started = time.perf_counter()
-        stop = self.limit_reached(check_clock=True) if self.step else None  # a resumed run may have no time left
-        if stop:
-            raise GptsError(f"The run in {self.run_dir} is already at its {stop} (step {self.step}).",
+        reason = self.limit_reached(check_clock=True) if self.step else None  # a resumed run may have no time left
+        if reason:
+            raise GptsError(f"The run in {self.run_dir} is already at its {reason} (step {self.step}).",
                             "Raise --max-steps, --max-tokens or --max-time to train further.")
-        n_params = sum(p.numel() for p in self.model.parameters())
-        if main:
-            self.console.print(f"Training {n_params / 1e6:.2f}M parameters on {len(self.train_tokens):,} tokens "
-                               f"({dist.world} process(es), {dist.device}, {c.dtype}) into {self.run_dir}")
-        progress = Progress(TextColumn("step {task.fields[step]}"), BarColumn(), TaskProgressColumn(),
-                            TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, disable=not main)
-        task = progress.add_task("train", total=1.0, completed=self.progress_fraction(), step=self.step,
-                                 loss="-", speed="-")
-        last_log = (time.perf_counter(), self.tokens)
-        with progress:
-            while stop is None:
+        n_params = self.model.num_params()
+        self.report(Message(f"Training {n_params / 1e6:.2f}M parameters on {len(self.train_tokens):,} tokens "
+                            f"({dist.world} process(es), {dist.device}, {c.dtype}) into {self.run_dir}"))
+        total = c.max_steps or (math.ceil(c.max_tokens / self.tokens_per_step) if c.max_tokens else None)
+        meter = Meter(self.report, "Training", total, "steps", completed=self.step)
+        last_log, row = (time.perf_counter(), self.tokens), {}
+        with stop_on_signals(stop, self.report):
+            while reason is None:
                 loss, grad_norm = self.train_step()
                 at_log, at_eval = self.step % c.log_interval == 0, self.step % c.eval_interval == 0
-                stop = self.limit_reached(check_clock=at_log or at_eval)
+                reason = self.limit_reached(check_clock=at_log or at_eval)
+                if reason is None and self.interrupted(stop):
+                    reason = "interrupted"
                 at_checkpoint = self.step % c.checkpoint_interval == 0
-                if not (at_log or at_eval or at_checkpoint or stop):
+                if not (at_log or at_eval or at_checkpoint or reason):
+                    meter.update(self.step)
                     continue  # nothing leaves the device: no sync
-                speed = (self.tokens - last_log[1]) / (time.perf_counter() - last_log[0])
-                row, stop = self.report(loss, grad_norm, at_eval or stop is not None, stop, progress)
-                if main and (at_checkpoint or stop):
+                if at_log or at_eval or reason != "interrupted":
+                    # No row at an interrupted step that is not a logging step: the resumed run must log exactly
+                    # the rows of an uninterrupted one, and an interruption is no reason for a full evaluation.
+                    speed = (self.tokens - last_log[1]) / (time.perf_counter() - last_log[0])
+                    full = reason not in (None, "interrupted")
+                    row, reason = self.log_step(loss, grad_norm, at_eval or full, reason)
+                    meter.update(self.step, loss=round(row["train_loss"], 4), tokens_per_s=round(speed))
+                    last_log = (time.perf_counter(), self.tokens)
+                if dist.main and (at_checkpoint or reason):
                     self.checkpoint()
-                progress.update(task, completed=self.progress_fraction(), step=self.step,
-                                loss=f"{row['train_loss']:.4f}", speed=f"{speed:,.0f}")
-                last_log = (time.perf_counter(), self.tokens)
-        val = row.get("full_val_loss")
-        summary = {"run_dir": str(self.run_dir), "stop_reason": stop, "steps": self.step, "tokens": self.tokens,
-                   "parameters": n_params, "elapsed_s": round(self.elapsed(), 3), "setup_s": round(setup_s, 3),
-                   "final_val_loss": val, "best_val_loss": self.best_val, "target_val_loss": c.target_val_loss,
-                   "target_reached_s": self.target_reached_s}
-        if main:
-            Console().print(summary_table(summary, "pretraining summary"))
-        return summary
+        meter.done()
+        if reason == "interrupted":
+            self.report(Message(f"Stopped at step {self.step:,} with a checkpoint. Continue with: gpts pretrain "
+                                f"--out {self.run_dir} --resume"))
+        return {"run_dir": str(self.run_dir), "stop_reason": reason, "steps": self.step, "tokens": self.tokens,
+                "parameters": n_params, "elapsed_s": round(self.elapsed(), 3), "setup_s": round(setup_s, 3),
+                "final_val_loss": row.get("full_val_loss"), "best_val_loss": self.best_val,
+                "target_val_loss": c.target_val_loss, "target_reached_s": self.target_reached_s}
 
-    def report(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, evaluate: bool, stop: str | None,
-               progress: Progress) -> tuple[dict[str, Any], str | None]:
+    def log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, evaluate: bool,
+                 reason: str | None) -> tuple[dict[str, Any], str | None]:
         """The metrics row of this step, with an evaluation when due (the last one covering the whole split)."""
         c, dist = self.config, self.dist
         row = {"step": self.step, "tokens": self.tokens, "elapsed_s": 0.0, "lr": learning_rate(self.step - 1, c),
@@ -746,51 +800,57 @@ class Trainer:
         if grad_norm is not None:
             row["grad_norm"] = grad_norm.item()
         if evaluate:
-            val, full = self.evaluate(full=stop is not None or c.target_val_loss is not None)
+            val, full = self.evaluate(full=reason not in (None, "interrupted") or c.target_val_loss is not None)
             row["full_val_loss" if full else "val_loss"] = val
             if full and c.target_val_loss is not None and val <= c.target_val_loss:
                 self.target_reached_s = self.target_reached_s or self.elapsed()
-                stop = stop or "target_val_loss"
+                reason = reason or "target_val_loss"
         row["elapsed_s"] = round(self.elapsed(), 3)
         if dist.main:
             self.record(row)
         if evaluate:
             if dist.main:
-                self.report_evaluation(row, val, progress)
+                self.show_evaluation(row, val)
             if val < self.best_val:
                 self.best_val = val
                 if dist.main:
                     save_native(self.native(), self.run_dir / "best")
-        return row, stop
+        return row, reason
 
     def record(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         append_metrics(self.run_dir / "metrics.jsonl", row)
 
-    def report_evaluation(self, row: dict[str, Any], val: float, progress: Progress) -> None:
+    def show_evaluation(self, row: dict[str, Any], val: float) -> None:
         kind = "full validation" if "full_val_loss" in row else "validation"
-        progress.console.print(f"step {row['step']}: train loss {row['train_loss']:.4f}, {kind} loss {val:.4f} "
-                               f"({row['elapsed_s']:.1f} s)")
+        self.report(Message(f"step {row['step']}: train loss {row['train_loss']:.4f}, {kind} loss {val:.4f} "
+                            f"({row['elapsed_s']:.1f} s)"))
         plot_losses(self.rows, self.run_dir / "loss.png")
         if self.config.sample_tokens:
             text = self.sample()
             with open(self.run_dir / "samples.txt", "a") as f:
                 f.write(f"--- step {row['step']} ---\n{text}\n\n")
-            progress.console.print(text, markup=False, highlight=False, style="dim")
+            self.report(Message(text, level="sample"))
 
 
-def pretrain(config: TrainConfig) -> dict[str, Any]:
-    """Train as `config` says; return a summary (steps, tokens, seconds, final full validation loss, ...)."""
+def pretrain(config: TrainConfig, report: Report = ignore, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Train as `config` says; return a summary (steps, tokens, seconds, final full validation loss, stop_reason).
+    Progress and messages go to `report`. Ctrl-C, SIGTERM or `stop` end the run at the next step boundary with a
+    checkpoint (stop_reason "interrupted"); --resume continues it exactly."""
     started = time.perf_counter()
     dist = start_processes(config.device)
+    lock = None
     try:
-        s = setup(config, dist)
-        trainer = Trainer(s, dist, Console(stderr=True))
-        summary = trainer.run(setup_s=time.perf_counter() - started)
+        s = setup(config, dist, report)
+        lock = s.lock
+        trainer = Trainer(s, dist, report)
+        summary = trainer.run(setup_s=time.perf_counter() - started, stop=stop or StopRequest())
         # gloo aborts ("terminate called without an active exception") when one process tears its group down
         # while another is still writing the final checkpoint; leave together.
         dist.barrier()
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         if dist.owns_group:
             tdist.destroy_process_group()

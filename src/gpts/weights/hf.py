@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -35,11 +35,9 @@ from gpts import paths
 from gpts.checkpoint import Checkpoint
 from gpts.config import Config
 from gpts.errors import GptsError
-from gpts.fileio import atomic_path, read_json
+from gpts.fileio import atomic_path, read_json, save_safetensors
+from gpts.tokenizer import Tokenizer, has_tokenizer_files
 from gpts.weights import expand_names
-
-if TYPE_CHECKING:
-    from gpts.tokenizer import Tokenizer
 
 # -- name tables (data) ------------------------------------------------------------------------------
 
@@ -371,10 +369,7 @@ def _read_generation(path: Path, hf: dict[str, Any]) -> dict[str, Any]:
 
 def _read_tokenizer(path: Path) -> Tokenizer | None:
     """The directory's tokenizer, or None when it has no tokenizer files (weights-only directories are fine)."""
-    from gpts.tokenizer import Tokenizer
-
-    has = (path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
-    return Tokenizer.from_dir(path) if has else None
+    return Tokenizer.from_dir(path) if has_tokenizer_files(path) else None
 
 
 # -- writing -----------------------------------------------------------------------------------------
@@ -433,12 +428,10 @@ def write_hf_dir(ckpt: Checkpoint, out: str | Path) -> Path:
     tensors = to_hf_tensors(ckpt.state_dict, ckpt.config, fmt)
     dtype = next(iter(tensors.values())).dtype
     config = hf_config(ckpt, dtype)
-    from safetensors.torch import save_file
-
     with atomic_path(out) as tmp:
         tmp.mkdir()
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config[k] is not None}
         (tmp / "generation_config.json").write_text(json.dumps({**generation, **ckpt.generation}, indent=2) + "\n")
         if ckpt.tokenizer is not None:

@@ -1,0 +1,48 @@
+"""The `gpts` command: one module per group of commands, each thin (parse flags, call the library, print).
+
+    chat.py       generate, chat
+    models.py     models list, models show, convert
+    train.py      prepare, pretrain
+    finetune.py   finetune, lora merge
+    evaluate.py   eval perplexity | classify | choice | generate
+    common.py     what they share: consoles, option types, the sampling flags, running a long job
+
+Command modules import nothing heavy at the top, so `gpts --help` and errors in flags come back at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gpts.cli import chat, evaluate, finetune, models, train
+from gpts.errors import GptsError
+from gpts.terminal import print_error, show_warnings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Run, train, fine-tune, evaluate and convert GPT models on your own machine, offline by default.")
+app.command()(chat.generate)
+app.command()(chat.chat)
+app.add_typer(models.app, name="models")
+app.command()(models.convert)
+app.command()(train.prepare)
+app.command()(train.pretrain)
+app.command()(finetune.finetune)
+app.add_typer(finetune.lora_app, name="lora")
+app.add_typer(evaluate.app, name="eval")
+
+
+def main() -> None:
+    show_warnings()
+    try:
+        app()
+    except GptsError as e:
+        print_error(e.problem, e.fix)
+        sys.exit(1)
+    except OSError as e:  # the machine's side (disk full, permissions) rather than a bug: no traceback either
+        where = f" ({e.filename})" if e.filename else ""
+        print_error(f"{e.strerror or e}{where}.", "Check the path, its permissions and the free disk space.")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
