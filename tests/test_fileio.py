@@ -44,11 +44,20 @@ def test_an_error_inside_leaves_the_old_file(tmp_path):
     assert target.read_text() == "old" and leftovers(target) == []
 
 
+def test_a_directory_moved_aside_by_a_killed_writer_comes_back(tmp_path):
+    """atomic_path replaces a directory in two moves: the old one aside, the new one in. Killed between them, the
+    writer leaves the target missing and the old directory in its temporary one."""
+    stale = tmp_path / ".checkpoint.99999999-abcdefgh.tmp"
+    (stale / ".old").mkdir(parents=True)
+    (stale / ".old" / "state.pt").write_text("the run's only checkpoint")
+    remove_stale_temp_dirs(tmp_path / "checkpoint")
+    assert (tmp_path / "checkpoint" / "state.pt").read_text() == "the run's only checkpoint" and not stale.exists()
+
+
 def test_safetensors_files_get_the_usual_permissions(tmp_path):
     save_safetensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors", {"format": "pt"})
-    umask = os.umask(0)
-    os.umask(umask)
-    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "plain.txt").write_text("as open() makes files")
+    assert (tmp_path / "w.safetensors").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
 
 
 # -- reading ----------------------------------------------------------------------------------------------------

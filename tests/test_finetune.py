@@ -83,7 +83,7 @@ def test_lora_run_learns_and_writes_everything(base_dir, data, tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == 24 and table[2]["full_valid_loss"] == str(metrics[2]["full_valid_loss"])
     assert (run_dir / "metrics.png").read_bytes()[:4] == b"\x89PNG"
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000024"]  # resume needs the last
+    assert not (run_dir / "checkpoints").exists()  # a finished run has nothing to resume
     assert (run_dir / "peft" / "adapter_model.safetensors").is_file()
     assert (run_dir / "adapter.safetensors").stat().st_size < (base_dir / "model.safetensors").stat().st_size / 4
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".lock"]  # no temporary files
@@ -100,10 +100,11 @@ def test_full_finetuning_writes_a_checkpoint(base_dir, data, tmp_path):
     run_dir = tmp_path / "full"
     finetune(settings(base_dir, data, run_dir, method="full", n_epochs=2, learning_rate=3e-3))
     assert (run_dir / "model.safetensors").is_file() and not (run_dir / "adapter_config.json").exists()
-    umask = os.umask(0)
-    os.umask(umask)
-    assert {f.stat().st_mode & 0o777 for f in run_dir.iterdir() if f.is_file()} == {0o666 & ~umask}
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000006"]  # resume needs the last
+    (tmp_path / "plain.txt").write_text("as open() makes files")
+    assert {f.stat().st_mode for f in run_dir.iterdir() if f.is_file()} == {(tmp_path / "plain.txt").stat().st_mode}
+    assert not (run_dir / "checkpoints").exists()  # a finished run has nothing to resume (1.6 GB for SmolLM2)
+    with pytest.raises(GptsError, match="is done"):
+        finetune(FinetuneConfig(out_dir=str(run_dir), resume=True))
     before, after = gpts.load(str(base_dir)).gpt, gpts.load(str(run_dir)).gpt
     x = torch.tensor([[1, 2, 3]])
     assert not torch.allclose(before(x), after(x))
@@ -248,3 +249,28 @@ def test_a_run_stopped_before_its_warmup_says_so(base_dir, data, tmp_path):
     events = Recorder()
     finetune(settings(base_dir, data, tmp_path / "run", n_epochs=30, max_steps=1), events)  # warmup: 5 % of 90
     assert "stops at step 1, before its 4 warmup steps end" in events.warnings[0]
+
+
+def test_a_moved_run_resumes_where_it_is(base_dir, data, tmp_path):
+    finetune(settings(base_dir, data, tmp_path / "before", max_steps=4))
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    finetune(FinetuneConfig(out_dir=str(tmp_path / "after"), resume=True))
+    assert not (tmp_path / "before").exists() and rows(tmp_path / "after")[-1]["step"] == 9
+
+
+def test_a_checkpoint_cut_short_is_no_checkpoint(base_dir, data, tmp_path):
+    run_dir = tmp_path / "run"
+    finetune(settings(base_dir, data, run_dir, max_steps=4))  # checkpoints at step 3 (an epoch end), then 4
+    cut_short = run_dir / "checkpoints" / ".step-00000005.99999999-abcdefgh.tmp" / "step-00000005"
+    cut_short.mkdir(parents=True)  # what a run killed while writing its next checkpoint leaves
+    (cut_short / "state.pt").write_bytes(b"half a checkpoint")
+    finetune(FinetuneConfig(out_dir=str(run_dir), resume=True, max_steps=6))  # from step 4
+    assert [r["step"] for r in rows(run_dir)] == [1, 2, 3, 4, 5, 6]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000006"]
+
+    fresh = tmp_path / "fresh"  # killed while writing its first checkpoint: the same command starts it anew
+    (fresh / "checkpoints" / ".step-00000003.99999999-abcdefgh.tmp").mkdir(parents=True)
+    (fresh / "finetune_config.json").write_text("{}")
+    events = Recorder()
+    finetune(settings(base_dir, data, fresh, max_steps=1), events)
+    assert "stopped before its first checkpoint" in events.messages()[0]

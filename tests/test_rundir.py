@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from gpts.errors import GptsError
-from gpts.rundir import RunLock, clear_for_new_run
+from gpts.rundir import RunLock, claim_new_run_dir, clear_for_new_run, new_run_dir
 
 from helpers import Recorder
 
@@ -55,3 +55,15 @@ def test_a_run_that_died_before_its_first_checkpoint_makes_way(tmp_path):
         with pytest.raises(GptsError, match="already exists"):
             clear_for_new_run(tmp_path / name, "settings.yaml", lambda d: has_checkpoint, events)
         assert (tmp_path / name).is_dir()
+
+
+def test_a_new_run_never_replaces_one_that_appeared_meanwhile(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(GptsError, match="another run"), new_run_dir(run) as staging:
+        (staging / "mine.txt").write_text("prepared while the other run started")
+        run.mkdir()
+        (run / "theirs.txt").write_text("the other run's")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in run.iterdir()] == ["theirs.txt"]
+    with pytest.raises(GptsError, match="another run"):
+        claim_new_run_dir(run)
+    claim_new_run_dir(tmp_path / "free").release()

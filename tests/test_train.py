@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,3 +364,12 @@ def test_dtype_auto_is_bfloat16_only_where_it_is_fast(monkeypatch, prepared, tmp
         monkeypatch.setattr(resources, "native_bfloat16", lambda device: native)
         pretrain(config(prepared, tmp_path / dtype, max_steps=1, dtype="auto", sample_tokens=0))
         assert TrainConfig.load(tmp_path / dtype / "train_config.yaml").dtype == dtype
+
+
+def test_a_run_that_died_holding_a_model_is_kept(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    pretrain(config(prepared, run_dir, max_steps=10, sample_tokens=0))
+    shutil.rmtree(run_dir / "checkpoint")  # as if killed after an evaluation saved best/, before any checkpoint
+    with pytest.raises(GptsError, match="already exists"):
+        pretrain(config(prepared, run_dir, max_steps=5))
+    assert (run_dir / "best" / "model.safetensors").is_file()

@@ -23,6 +23,7 @@ from gpts.fileio import check_writable
 from gpts.generate import BLANK_FIX, Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
 from gpts.model import GPT
 from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_path, read_checkpoint, resolve
+from gpts.resources import parameter_count
 from gpts.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -129,7 +130,7 @@ def describe_model(ref: str) -> dict[str, Any]:
         "reference": ref,
         "source": mref.describe(),
         "architecture": c.arch,
-        "parameters": sum(t.numel() for t in ckpt.state_dict.values()),  # tied weights counted once
+        "parameters": parameter_count(c),
         "context_length": c.context_length,
         "layers": c.n_layer,
         "heads": f"{c.n_head} query / {c.n_kv_head} key-value",

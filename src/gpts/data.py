@@ -312,7 +312,7 @@ def _import_datasets() -> Any:
         import datasets
     except ImportError as e:
         raise GptsError("hf: sources need the `datasets` library, which is not installed.",
-                        "Install it with: pip install 'gpts[datasets]'") from e
+                        "Install it with: pip install datasets") from e
     return datasets
 
 

@@ -26,6 +26,15 @@ from gpts.errors import GptsError
 _RANDOM = r"[a-z0-9_]{8}"
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)  # the umask can only be read by setting it: done once, at import, before any thread
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()  # what open() gives a new file here
+
+
 # -- writing ----------------------------------------------------------------------------------------------------
 
 
@@ -47,7 +56,8 @@ def temp_dir_beside(path: Path) -> Iterator[Path]:
 
 def remove_stale_temp_dirs(path: Path) -> None:
     """Remove the temporary directories that writers of `path` left when they died (killed, crashed, power lost):
-    those whose process is gone, and those of gpts versions that did not name the process."""
+    those whose process is gone, and those of gpts versions that did not name the process. A writer that died
+    between moving an old directory aside and moving the new one in left the old one there: it goes back first."""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-)?{_RANDOM}\.tmp")
     try:
         entries = list(path.parent.iterdir())
@@ -56,6 +66,8 @@ def remove_stale_temp_dirs(path: Path) -> None:
     for entry in entries:
         match = pattern.fullmatch(entry.name)
         if match and entry.is_dir() and not entry.is_symlink() and not _running(match[1]):
+            if (entry / ".old").exists() and not path.exists():
+                os.replace(entry / ".old", path)
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -122,9 +134,7 @@ def save_safetensors(tensors: dict[str, Any], path: Path, metadata: dict[str, st
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, FILE_MODE)
 
 
 # -- reading ----------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ A run directory:
     finetune_config.json  the settings, with the resolved hyperparameters
     metrics.jsonl, results.csv, metrics.png
     checkpoints/step-N/   what --resume needs (trainable weights, optimizer, step, RNG), at each epoch end, at
-                          --max-steps and on Ctrl-C; only the latest is kept
+                          --max-steps and on Ctrl-C; only the latest is kept, and none once the run is done
     .lock                 held while a process trains here (gpts.rundir)
 """
 
@@ -22,6 +22,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -43,7 +44,8 @@ from gpts.finetune_data import IGNORE_INDEX as IGNORE, FinetuneDataset, Finetune
 from gpts.interrupt import StopRequest, stop_on_signals
 from gpts.model import GPT
 from gpts.registry import read_checkpoint
-from gpts.rundir import RunLock, append_metrics, clear_for_new_run, rewind_metrics, write_model_files
+from gpts.rundir import (RunLock, append_metrics, claim_new_run_dir, clear_for_new_run, rewind_metrics,
+                         write_model_files)
 from gpts.task import write_task
 from gpts.train import learning_rate, rng_states, set_rng_states, warmup_warning
 
@@ -209,7 +211,7 @@ class Finetuner:
                              report=self.report)
         if c.validation_data:
             val = load_dataset(c.validation_data, tokenizer, self.max_len, labels=train.labels,
-                               instructions=c.instructions, report=self.report)
+                               instructions=c.instructions, report=self.report, purpose="validation")
             return train, val
         if c.val_fraction:
             return train.split(c.val_fraction, c.seed)
@@ -270,7 +272,7 @@ class Finetuner:
             + (f", validating on {len(self.val_set.examples):,}" if self.val_set else "")
             + f": {p.n_epochs} epoch(s) of {p.steps_per_epoch} steps, batch {p.batch_size}, lr {p.learning_rate:g}"))
         if warning := warmup_warning(c.max_steps, p, "The schedule is planned for every epoch: to train briefly at "
-                                                     "the full rate, lower --n-epochs instead."):
+                                                     "the full rate, lower n_epochs instead of stopping early."):
             self.report(Message(warning, level="warning"))
         meter = Meter(self.report, "Fine-tuning", p.total_steps, "steps", completed=self.step)
         started = time.perf_counter()
@@ -305,9 +307,11 @@ class Finetuner:
         if reason and self.step % p.steps_per_epoch:  # an epoch end has its checkpoint already
             self.checkpoint(elapsed)
         self.save_model()
+        if reason is None:  # done: no resume can use a checkpoint now, and a full one weighs gigabytes
+            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
         if reason == "interrupted":
             self.report(Message(f"Stopped at step {self.step:,} with a checkpoint; {self.run_dir} holds the model as "
-                                f"trained so far. Continue with: gpts finetune --out {self.run_dir} --resume"))
+                                "trained so far, and resuming the run continues from the checkpoint."))
         last_full = next((r for r in reversed(self.rows) if "full_valid_loss" in r), {})
         return {"out_dir": str(self.run_dir), "method": c.method, "stop_reason": reason or "done", "steps": self.step,
                 "epochs": self.step / p.steps_per_epoch, "examples": len(examples),
@@ -340,19 +344,24 @@ class Finetuner:
         state = {"trainable": {n: t.detach().clone() for n, t in self.trainable.items()},
                  "optimizer": self.optimizer.state_dict(), "step": self.step, "elapsed_s": elapsed_s,
                  "rng": rng_states()}
-        with atomic_path(folder / f"step-{self.step:08d}") as tmp:
+        latest = folder / f"step-{self.step:08d}"
+        with atomic_path(latest) as tmp:
             tmp.mkdir(parents=True)
             torch.save(state, tmp / "state.pt")
-        for old in sorted(folder.iterdir())[:-1]:
-            shutil.rmtree(old)
+        for entry in folder.iterdir():  # older checkpoints, and what a killed run left half-written: the run
+            if entry != latest:         # directory is locked, so no other process is writing here
+                shutil.rmtree(entry)
 
     def restore(self) -> None:
-        folder = self.run_dir / "checkpoints"
-        latest = sorted(folder.iterdir())[-1] if folder.is_dir() and any(folder.iterdir()) else None
-        if latest is None:
+        saved = checkpoints(self.run_dir)
+        if not saved:
+            if holds_model(self.run_dir):
+                raise GptsError(f"The run in {self.run_dir} is done: it holds its model, and nothing to resume.",
+                                "Load it as a model, or fine-tune it further as a new run (--model "
+                                f"{self.run_dir}).")
             raise GptsError(f"{self.run_dir} has no checkpoint to resume from.",
                             "Start the run again without --resume.")
-        state = torch.load(latest / "state.pt", weights_only=False)
+        state = torch.load(saved[-1] / "state.pt", weights_only=False)
         with torch.no_grad():
             for name, tensor in state["trainable"].items():
                 self.trainable[name].copy_(tensor)
@@ -392,9 +401,24 @@ def plot_metrics(rows: list[dict[str, Any]], path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def has_checkpoint(run_dir: Path) -> bool:
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first (what a writer killed mid-checkpoint left is no checkpoint)."""
     folder = run_dir / "checkpoints"
-    return folder.is_dir() and any(folder.iterdir())
+    found = folder.glob("step-*/state.pt") if folder.is_dir() else []
+    return sorted(p.parent for p in found if re.fullmatch(r"step-\d{8}", p.parent.name))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return bool(checkpoints(run_dir))
+
+
+def holds_model(run_dir: Path) -> bool:
+    """Whether the run got as far as writing its model (at its end, or when it was stopped)."""
+    return (run_dir / "adapter_config.json").is_file() or (run_dir / "config.json").is_file()
+
+
+def worth_keeping(run_dir: Path) -> bool:
+    return has_checkpoint(run_dir) or holds_model(run_dir)
 
 
 def finetune(config: FinetuneConfig, report: Report = ignore, stop: StopRequest | None = None) -> dict[str, Any]:
@@ -409,21 +433,26 @@ def finetune(config: FinetuneConfig, report: Report = ignore, stop: StopRequest 
                             "Point --out to the directory of the run to resume.")
         with RunLock(run_dir):
             saved = {k: v for k, v in read_json(run_dir / SETTINGS_FILE).items() if k != "plan"}
-            config = FinetuneConfig(**{**saved, "resume": True, "max_steps": config.max_steps})
+            # The run is where it is now (it may have been moved), whatever its settings recorded.
+            config = FinetuneConfig(**{**saved, "out_dir": str(run_dir), "resume": True,
+                                       "max_steps": config.max_steps})
             tuner = Finetuner(config, report)
             tuner.restore()
             return tuner.run(stop)
     check_writable(run_dir)
-    clear_for_new_run(run_dir, SETTINGS_FILE, has_checkpoint, report)
+    clear_for_new_run(run_dir, SETTINGS_FILE, worth_keeping, report)
     tuner = Finetuner(config, report)  # reads and checks the model and the data before anything is written
+    lock = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir):
-            settings = {**dataclasses.asdict(tuner.config), "resume": False, "max_steps": None}
-            write_text(run_dir / SETTINGS_FILE, json.dumps({**settings, "plan": dataclasses.asdict(tuner.plan)},
-                                                           indent=2) + "\n")
-            return tuner.run(stop)
+        lock = claim_new_run_dir(run_dir)
+        settings = {**dataclasses.asdict(tuner.config), "resume": False, "max_steps": None}
+        write_text(run_dir / SETTINGS_FILE, json.dumps({**settings, "plan": dataclasses.asdict(tuner.plan)},
+                                                       indent=2) + "\n")
+        return tuner.run(stop)
     except BaseException:
-        if not has_checkpoint(run_dir):  # nothing worth resuming: leave no half-written run
+        if lock is not None and not worth_keeping(run_dir):  # leave no half-written run
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.release()

@@ -45,7 +45,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -390,11 +390,12 @@ def _check_labels(labels: list[str]) -> list[str]:
 
 
 def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: list[str] | None = None,
-                 instructions: str | None = None, report: Report = ignore) -> FinetuneDataset:
+                 instructions: str | None = None, report: Report = ignore,
+                 purpose: Literal["training", "validation"] = "training") -> FinetuneDataset:
     """Read, check and tokenize the fine-tuning file at `path` (any format of FORMATS), streaming it line by
     line. Errors: one GptsError listing all of them; warnings: Message events to `report`, with the progress of
     the reading. `labels` and `instructions` are for classification data: the label set (default: the labels in
-    the file) and the instructions of the prompt."""
+    the file) and the instructions of the prompt. A validation file may be small."""
     path = Path(path)
     if not path.is_file():
         raise GptsError(f"No such file: {path}." if not path.exists() else f"{path} is not a file.",
@@ -438,7 +439,7 @@ def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: l
                         f"is cut off by max_len={max_len}).",
                         "Give assistant messages weight 1 (the default), or shorten the examples.")
     warnings = []
-    if len(examples) < MIN_EXAMPLES:
+    if purpose == "training" and len(examples) < MIN_EXAMPLES:
         warnings.append(f"{path} has only {len(examples)} example{'s' * (len(examples) != 1)} to train on; OpenAI "
                         f"requires at least {MIN_EXAMPLES}, and a model learns little from so few. Add examples.")
     if truncated:

@@ -1,6 +1,6 @@
 """lm-evaluation-harness model "gpts": the harness's tasks on any gpts model reference.
 
-    pip install 'gpts[lm-eval]'
+    pip install lm_eval   (in a clone: pip install -e '.[lm-eval]')
     python -m gpts.lm_eval_adapter --model gpts --model_args model=default --tasks hellaswag --limit 100
     lm_eval.simple_evaluate(model="gpts", model_args="model=PATH,dtype=bfloat16", tasks=[...])  # after importing this
 

@@ -17,13 +17,14 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gpts.errors import GptsError
 from gpts.events import Message, Report
-from gpts.fileio import is_occupied, temp_dir_beside, write_text
+from gpts.fileio import is_occupied, read_jsonl, temp_dir_beside, write_text
 
 LOCK_FILE = ".lock"
 
@@ -77,19 +78,46 @@ def _in_use(run_dir: Path, holder: str) -> GptsError:
                      "it with --resume; or pass another --out.")
 
 
-def clear_for_new_run(run_dir: Path, settings_file: str, has_checkpoint: Callable[[Path], bool],
+def clear_for_new_run(run_dir: Path, settings_file: str, worth_keeping: Callable[[Path], bool],
                       report: Report) -> None:
     """Make way for a new run in `run_dir`: nothing to do when it is absent or empty; a run of the same kind that
-    stopped before its first checkpoint (killed, out of memory) and that no process holds is removed; anything
-    else stays, and is an error."""
+    died before it wrote anything worth keeping (a checkpoint, a model), killed or out of memory, and that no
+    process holds, is removed; anything else stays, and is an error."""
     if not is_occupied(run_dir):
         return
-    if not run_dir.is_dir() or not (run_dir / settings_file).is_file() or has_checkpoint(run_dir):
+    if not run_dir.is_dir() or not (run_dir / settings_file).is_file() or worth_keeping(run_dir):
         raise GptsError(f"The run directory {run_dir} already exists.",
                         "Continue that run with --resume, or pass another --out.")
     with RunLock(run_dir):  # an error naming the process when one is still at work in it
         report(Message(f"Replacing {run_dir}: the run there stopped before its first checkpoint."))
         shutil.rmtree(run_dir)
+
+
+@contextmanager
+def new_run_dir(run_dir: Path) -> Iterator[Path]:
+    """A staging directory that becomes `run_dir` when the block ends; an error inside leaves nothing. Unlike an
+    atomic replacement, it never replaces a directory that appeared at `run_dir` meanwhile (another run started
+    into it): that is an error, and the other run's files stay."""
+    with temp_dir_beside(run_dir) as tmp:
+        staging = tmp / run_dir.name
+        staging.mkdir()
+        yield staging
+        try:
+            os.rename(staging, run_dir)  # onto nothing or an empty directory only
+        except OSError as e:
+            raise GptsError(f"Cannot create the run directory {run_dir}: {e.strerror or e} (did another run start "
+                            "there meanwhile?).", "Pass another --out, or resume that run with --resume.") from e
+
+
+def claim_new_run_dir(run_dir: Path) -> RunLock:
+    """Create `run_dir` for a run that trains in place (absent or empty before), and lock it."""
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        if is_occupied(run_dir):
+            raise GptsError(f"The run directory {run_dir} appeared while this run was being set up (another run?).",
+                            "Pass another --out, or resume that run with --resume.") from None
+    return RunLock(run_dir).acquire()
 
 
 def write_model_files(run_dir: Path, write: Callable[[Path], None],
@@ -112,13 +140,9 @@ def rewind_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
     rewritten as the whole file."""
     rows = []
     if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
-            if row.get("step", math.inf) <= up_to_step:
-                rows.append(row)
+        for line in read_jsonl(path):  # a line cut short by a crash is not JSON, and goes
+            if line.error is None and isinstance(line.value, dict) and line.value.get("step", math.inf) <= up_to_step:
+                rows.append(line.value)
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

@@ -57,14 +57,15 @@ from gpts.fileio import atomic_path, write_text
 from gpts.interrupt import StopRequest, stop_on_signals
 from gpts.model import GPT
 from gpts.optim import Muon, Optimizers
-from gpts.rundir import RunLock, append_metrics, clear_for_new_run, rewind_metrics, write_model_files
+from gpts.rundir import (RunLock, append_metrics, clear_for_new_run, new_run_dir, rewind_metrics,
+                         write_model_files)
 
 if typing.TYPE_CHECKING:
     from gpts.data import PreparedData
 
 DEFAULT_MAX_STEPS = 1000  # when no max_steps, max_tokens or max_time is given: minutes on a laptop CPU
 # block_size when none is given and the model's context is longer: a laptop trains SmolLM2-135M at 1,024 tokens
-# a sequence (its context is 8,192: 2 MB of activations per token, 256 GB for a batch of 16).
+# a sequence (its context is 8,192: 2 MB of activations per token, ~260 GB for a batch of 16).
 DEFAULT_BLOCK_SIZE = 1024
 MIN_BLOCK_SIZE = 128  # the smallest block_size memory may shrink a default one to
 DEFAULT_TOKENIZER = "bpe:8192"  # for a corpus given raw, without --init
@@ -372,13 +373,18 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoint" / STATE_FILE).is_file()
 
 
+def worth_keeping(run_dir: Path) -> bool:
+    """A checkpoint, or a model: the best one (saved at evaluations, which come before the first checkpoint)."""
+    return has_checkpoint(run_dir) or (run_dir / "best").exists() or (run_dir / "config.json").is_file()
+
+
 def _open_run(config: TrainConfig, dist: Dist, report: Report) -> tuple[dict[str, Any] | None, RunLock | None]:
     """Process 0's claim on the run directory: the checkpoint to resume (and the lock, held from here on), or a
     clear way for a new run. The other processes only read what process 0 has checked."""
     run_dir = Path(config.out_dir)
     if not config.resume:
         if dist.main:
-            clear_for_new_run(run_dir, SETTINGS_FILE, has_checkpoint, report)
+            clear_for_new_run(run_dir, SETTINGS_FILE, worth_keeping, report)
         return None, None
     lock = RunLock(run_dir).acquire() if dist.main else None
     try:
@@ -425,8 +431,7 @@ def setup(config: TrainConfig, dist: Dist, report: Report) -> Setup:
         vocab_size = shape.vocab_size if init or state else config.model_config.get("vocab_size")
 
         if dist.main and not config.resume:
-            with atomic_path(run_dir) as staging:
-                staging.mkdir()
+            with new_run_dir(run_dir) as staging:
                 lock = RunLock(staging).acquire()  # held as the directory moves into place
                 source = prepared_dir(config)
                 if source is None:
@@ -482,8 +487,7 @@ def resolve(config: TrainConfig, shape: Config, dist: Dist, report: Report,
     config = dataclasses.replace(config, block_size=block_size, grad_accum=grad_accum, max_steps=max_steps,
                                  lr_decay_steps=decay, dtype=resources.resolve_dtype(config.dtype, dist.device),
                                  tokenizer=config.tokenizer or config.init or DEFAULT_TOKENIZER)
-    if warning := warmup_warning(config.max_steps, config, "Lower warmup_steps (--set warmup_steps=N) to train at "
-                                                           "the full rate."):
+    if warning := warmup_warning(config.max_steps, config, "Lower warmup_steps to train at the full rate."):
         report(Message(warning, level="warning"))
     return config
 
@@ -658,9 +662,8 @@ class Trainer:
                  "tokens": self.tokens, "elapsed_s": self.elapsed(), "best_val_loss": self.best_val,
                  "target_reached_s": self.target_reached_s, "model_config": self.model.config.to_dict(),
                  "generation": self.generation, "rng": rng_states()}
-        with atomic_path(self.run_dir / "checkpoint") as tmp:
-            tmp.mkdir()
-            torch.save(state, tmp / STATE_FILE)
+        with atomic_path(self.run_dir / "checkpoint" / STATE_FILE) as tmp:  # one file, replaced in one move
+            torch.save(state, tmp)
 
     def native(self) -> Checkpoint:
         return Checkpoint(self.model.config, self.model.state_dict(), self.data.tokenizer, self.generation)
@@ -784,8 +787,8 @@ class Trainer:
                     self.checkpoint()
         meter.done()
         if reason == "interrupted":
-            self.report(Message(f"Stopped at step {self.step:,} with a checkpoint. Continue with: gpts pretrain "
-                                f"--out {self.run_dir} --resume"))
+            self.report(Message(f"Stopped at step {self.step:,} with a checkpoint, which resuming the run continues "
+                                "from."))
         return {"run_dir": str(self.run_dir), "stop_reason": reason, "steps": self.step, "tokens": self.tokens,
                 "parameters": n_params, "elapsed_s": round(self.elapsed(), 3), "setup_s": round(setup_s, 3),
                 "final_val_loss": row.get("full_val_loss"), "best_val_loss": self.best_val,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
@@ -12,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpts.events import Report
+from gpts.events import Message, Report
 from gpts.interrupt import StopRequest
-from gpts.terminal import EventView
+from gpts.terminal import EventView, print_message
 
 out = Console()  # results go to stdout; progress, warnings and errors to stderr (gpts.terminal)
 
@@ -93,10 +94,15 @@ def unescape(text: str) -> str:
 # -- long jobs ----------------------------------------------------------------------------------------------------
 
 
-def run_job(job: Callable[[Report, StopRequest], dict[str, Any]]) -> tuple[dict[str, Any], StopRequest]:
+def run_job(job: Callable[[Report, StopRequest], dict[str, Any]], resume: str) -> tuple[dict[str, Any], StopRequest]:
     """Run a training job with its events drawn on stderr. Ctrl-C or SIGTERM stops it at its next step after a
-    checkpoint (the job says so); the caller exits with `stop.exit_code` when `stop.is_set()`."""
+    checkpoint (the job says so, and this says how to go on); the caller exits with `stop.exit_code` when
+    `stop.is_set()`."""
     stop = StopRequest()
     with EventView() as view:
         summary = job(view, stop)
+    if stop.is_set():
+        under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        print_message(Message("Continue with the same torchrun command and --resume." if under_torchrun else
+                              f"Continue with: {resume}"))
     return summary, stop

@@ -73,7 +73,8 @@ def finetune(model: ModelOpt = "default",
             lora_targets=[t.strip() for t in lora_targets.split(",")] if lora_targets else None,
             labels=parse_labels(labels) if labels else None, instructions=instructions, max_length=max_length,
             max_steps=max_steps, eval_interval=eval_interval, dtype=dtype, seed=1337 if seed is None else seed)
-    summary, stop = run_job(lambda report, stop: run_finetuning(config, report, stop))
+    summary, stop = run_job(lambda report, stop: run_finetuning(config, report, stop),
+                            resume=f"gpts finetune --out {out_dir} --resume")
     if json_out:
         out.print_json(json.dumps(summary))
     else:

@@ -105,7 +105,8 @@ def pretrain(config: Annotated[Optional[Path], typer.Option(help="YAML file of t
                  max_steps=max_steps, max_tokens=max_tokens, max_time=max_time, target_val_loss=target_val_loss)
     overrides = {**parse_settings(settings), **{k: v for k, v in flags.items() if v is not None}}
     train_config = TrainConfig.load(config, overrides)
-    summary, stop = run_job(lambda report, stop: run_pretraining(train_config, report, stop))
+    summary, stop = run_job(lambda report, stop: run_pretraining(train_config, report, stop),
+                            resume=f"gpts pretrain --out {train_config.out_dir} --resume")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
         out.print(summary_table(summary, "pretraining summary"))
     if stop.is_set():
