@@ -19,10 +19,11 @@ from torch import nn
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: steep at zero, converges to ~[0.7, 1.2]
 
 
-def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
-    """Newton-Schulz approximation of U V^T for G = U S V^T, on a stack of matrices (..., rows, cols), in bfloat16."""
+def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Newton-Schulz approximation of U V^T for G = U S V^T, on a stack of matrices (..., rows, cols), in `dtype`
+    (bfloat16 is enough for its precision, and fast where the hardware computes it natively)."""
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide side: the Gram matrix is then the smaller one
         x = x.mT
@@ -38,8 +39,10 @@ class Muon(torch.optim.Optimizer):
     so that AdamW's learning rate and weight decay carry over), batched over matrices of the same shape."""
 
     def __init__(self, params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], lr: float = 1e-3,
-                 weight_decay: float = 0.1, momentum: float = 0.95, ns_steps: int = 5):
+                 weight_decay: float = 0.1, momentum: float = 0.95, ns_steps: int = 5,
+                 ns_dtype: torch.dtype = torch.bfloat16):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             if any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon updates 2-D weight matrices only; give the others to AdamW")
@@ -59,7 +62,7 @@ class Muon(torch.optim.Optimizer):
         bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
         torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
         nesterov = torch.stack(grads).lerp_(torch.stack(bufs), group["momentum"])
-        update = orthogonalize(nesterov, group["ns_steps"])
+        update = orthogonalize(nesterov, group["ns_steps"], dtype=self.ns_dtype)
         lr = group["lr"]
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         torch._foreach_add_(params, list(update.to(params[0].dtype).unbind()), alpha=-lr * scale)

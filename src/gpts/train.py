@@ -341,7 +341,10 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.Optimizer | O
         lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
     if config.optimizer == "adamw":
         return adamw
-    muon = Muon(hidden, lr=config.learning_rate, weight_decay=config.weight_decay, momentum=config.muon_momentum)
+    # Newton-Schulz in the run's compute dtype: bfloat16 where it is native, float32 where bfloat16 is ~40x slower.
+    ns_dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    muon = Muon(hidden, lr=config.learning_rate, weight_decay=config.weight_decay, momentum=config.muon_momentum,
+                ns_dtype=ns_dtype)
     return Optimizers(muon, adamw)
 
 
