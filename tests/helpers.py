@@ -70,7 +70,7 @@ def killed_writer(target: Path) -> None:
 TINY_CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello gpts", "a tiny model for tests"] * 20
 
 
-def tiny_model(out: Path) -> Path:
+def tiny_model(out: Path, context_length: int = 128) -> Path:
     """A random llama-nano with a 300-token byte-level BPE, saved as a native checkpoint at `out`."""
     import tokenizers
     import torch
@@ -88,6 +88,6 @@ def tiny_model(out: Path) -> Path:
     backend.train_from_iterator(TINY_CORPUS, trainer)
     tok = Tokenizer(backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=128)
+    config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=context_length)
     save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
     return out

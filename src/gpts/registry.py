@@ -11,6 +11,7 @@ checkpoint under the user cache directory, so later loads only map a safetensors
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import warnings
@@ -23,6 +24,7 @@ from gpts import paths
 from gpts.checkpoint import Checkpoint, is_native_dir, load_native, save_native
 from gpts.errors import GptsError, GptsWarning
 from gpts.fileio import read_json
+from gpts.tokenizer import Tokenizer, has_tokenizer_files
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -158,11 +160,45 @@ def read_checkpoint(ref: str | ModelRef, dtype: torch.dtype = torch.float32) -> 
     return ckpt
 
 
-def _read_gguf_cached(path: Path, dtype: torch.dtype) -> Checkpoint:
+def read_tokenizer(ref: str | ModelRef) -> Tokenizer:
+    """A model's tokenizer without its weights where the files allow (GGUF metadata, tokenizer.json): what cutting
+    knowledge files into chunks of the model's tokens needs."""
+    mref = ref if isinstance(ref, ModelRef) else resolve(ref)
+    tokenizer = None
+    if mref.kind in ("bundled", "gguf"):
+        cached = _conversion_dir(mref.path, torch.float32)  # a converted copy reads in milliseconds, the GGUF in seconds
+        if has_tokenizer_files(cached):
+            return Tokenizer.from_dir(cached)
+        stat = mref.path.resolve().stat()
+        tokenizer = _gguf_tokenizer(str(mref.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    elif mref.directory is not None and has_tokenizer_files(mref.directory):
+        tokenizer = Tokenizer.from_dir(mref.directory)
+    else:  # an adapter without its own tokenizer, a hub reference: through the model
+        tokenizer = read_checkpoint(mref).tokenizer
+    if tokenizer is None:
+        raise GptsError(f"The model {mref.ref!r} has no tokenizer.",
+                        "Add tokenizer.json (or vocab.json + merges.txt) to the model directory.")
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_tokenizer(path: str, size: int, mtime_ns: int) -> Tokenizer | None:
+    """Parsing a GGUF file's metadata takes seconds: once a process for each file (its size and time key it)."""
+    from gpts.weights.gguf import read_gguf_metadata
+
+    meta = read_gguf_metadata(path)
+    return Tokenizer.from_gguf_metadata(meta) if "tokenizer.ggml.tokens" in meta else None
+
+
+def _conversion_dir(path: Path, dtype: torch.dtype) -> Path:
     # The file's identity (path, size, modification time) keys the cache: a changed file is converted anew.
     stat = path.resolve().stat()
     identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|v{CONVERSION_VERSION}"
-    cached = paths.cache_dir() / "converted" / f"{path.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    return paths.cache_dir() / "converted" / f"{path.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def _read_gguf_cached(path: Path, dtype: torch.dtype) -> Checkpoint:
+    cached = _conversion_dir(path, dtype)
     if is_native_dir(cached):
         return load_native(cached)
     from gpts.weights.gguf import read_gguf

@@ -5,6 +5,8 @@
     train.py      prepare, pretrain
     finetune.py   finetune, lora merge
     evaluate.py   eval perplexity | classify | choice | generate
+    store.py      create, list, show, search, edit, versions, restore, rm, rate, featured, trending, export, import
+    run.py        run (talk with a custom GPT), conversations
     common.py     what they share: consoles, option types, the sampling flags, running a long job
 
 Command modules import nothing heavy at the top, so `gpts --help` and errors in flags come back at once.
@@ -16,12 +18,13 @@ import sys
 
 import typer
 
-from gpts.cli import chat, evaluate, finetune, models, train
+from gpts.cli import chat, evaluate, finetune, models, run, store, train
 from gpts.errors import GptsError
 from gpts.terminal import print_error, show_warnings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Run, train, fine-tune, evaluate and convert GPT models on your own machine, offline by default.")
+                  help="Run, train, fine-tune, evaluate and convert GPT models, and build custom GPTs, on your own machine, "
+                       "offline by default.")
 app.command()(chat.generate)
 app.command()(chat.chat)
 app.add_typer(models.app, name="models")
@@ -31,6 +34,21 @@ app.command()(train.pretrain)
 app.command()(finetune.finetune)
 app.add_typer(finetune.lora_app, name="lora")
 app.add_typer(evaluate.app, name="eval")
+app.command()(store.create)
+app.command("list")(store.list_)
+app.command()(store.show)
+app.command()(store.search)
+app.command()(run.run)
+app.command()(store.edit)
+app.command()(store.versions)
+app.command()(store.restore)
+app.command()(store.rm)
+app.command()(store.rate)
+app.command()(store.featured)
+app.command()(store.trending)
+app.command()(store.export)
+app.command("import")(store.import_)
+app.command()(run.conversations)
 
 
 def main() -> None:

@@ -1,0 +1,105 @@
+"""A GPT as one file to share (NAME.gpt): its spec, its knowledge and evaluation files, and its LoRA adapter when
+its model is one (the adapter names its base model, which the receiver must have). The archive format and its
+safety checks are gpts.store.archive; this module maps a GPT to an archive and back."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from gpts.errors import GptsError
+from gpts.events import Report, ignore
+from gpts.fileio import check_writable
+from gpts.spec import parse_spec
+from gpts.store.archive import read_bundle, write_bundle
+from gpts.store.catalogue import FileSource, Gpt, create_gpt, file_bytes, get_gpt
+from gpts.store.db import connect, store_dir
+
+# What loading an adapter needs (gpts.lora); checkpoints, metrics and plots of its run stay behind.
+ADAPTER_FILES = ("adapter_config.json", "adapter.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "generation_config.json", "task.json")
+
+
+def _adapter_dir(model: str) -> Path | None:
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    from gpts.lora import is_adapter_dir  # only for a directory: a bundled model needs no torch here
+
+    return path if is_adapter_dir(path) else None
+
+
+def export_gpt(slug: str, out: str | Path | None = None, version: int | None = None) -> Path:
+    """Write the GPT (its current version, or `version`) to `out` (default: SLUG.gpt here)."""
+    gpt = get_gpt(slug, version)
+    out = Path(out or f"{slug}.gpt")
+    check_writable(out)
+    members: dict[str, Path] = {}
+    for f in gpt.files:
+        members[f"{f.kind}/{f.name}"] = file_bytes(gpt, f.kind, f.name)
+    adapter = _adapter_dir(gpt.spec.model)
+    if adapter is not None:
+        for name in ADAPTER_FILES:
+            if (adapter / name).is_file():
+                members[f"adapter/{name}"] = adapter / name
+    spec = gpt.spec.to_dict()
+    if adapter is not None:
+        spec["model"] = "adapter"  # the receiver's copy of the adapter; its config names the base model
+    return write_bundle(out, spec, members)
+
+
+def import_gpt(path: str | Path, slug: str | None = None, report: Report = ignore) -> Gpt:
+    """Add the GPT in a .gpt file to the store (as `slug`, or the slug it was exported with). Every check of the
+    archive passes before anything is written; a failure leaves the store as it was."""
+    path = Path(path)
+    if not path.is_file():
+        raise GptsError(f"No such file: {path}.", "Pass the path of a .gpt file (made by `gpts export`).")
+    conn = connect()
+    with tempfile.TemporaryDirectory(prefix="gpts-import-") as tmp:
+        data, members = read_bundle(path, Path(tmp) / "bundle")
+        if not isinstance(data, dict):
+            raise GptsError(f"{path} holds no GPT spec.", "Export the GPT again with `gpts export`.")
+        if slug is not None:
+            data["slug"] = slug
+        files = []
+        for name, extracted in members.items():
+            kind, _, file_name = name.partition("/")
+            if kind in ("knowledge", "evaluation"):
+                files.append(FileSource(kind, file_name, extracted))
+            elif kind != "adapter":
+                raise GptsError(f"{path} holds {name!r}, which is not part of a GPT.",
+                                "Export the GPT again with `gpts export`.")
+        adapter_members = {n.partition("/")[2]: p for n, p in members.items() if n.startswith("adapter/")}
+        if (data.get("model") == "adapter") != bool(adapter_members):
+            raise GptsError(f"{path}: its spec and its adapter files disagree on whether the model is an adapter.",
+                            "Export the GPT again with `gpts export`.")
+        declared = {"knowledge": data.get("knowledge") or [], "evaluation": [data["evaluation"]]
+                    if data.get("evaluation") else []}
+        found = {kind: sorted(f.name for f in files if f.kind == kind) for kind in declared}
+        if any(sorted(declared[k]) != found[k] for k in declared):
+            raise GptsError(f"{path}: the spec lists files the archive does not hold (or the other way round).",
+                            "Export the GPT again with `gpts export`.")
+        data["knowledge"], data["evaluation"] = [], None  # they come in as `files`, already named
+        spec = parse_spec(data, f" in {path}")
+        if adapter_members:  # kept only once everything else has passed
+            spec = spec.model_copy(update={"model": str(_keep_adapter(adapter_members))})
+        return create_gpt(spec, report=report, files=files, conn=conn)
+
+
+def _keep_adapter(members: dict[str, Path]) -> Path:
+    """An imported adapter's home in the store, named by its weights' hash (the same adapter is kept once)."""
+    weights = members.get("adapter.safetensors")
+    if weights is None or "adapter_config.json" not in members:
+        raise GptsError("The bundle's adapter is incomplete (adapter_config.json and adapter.safetensors are needed).",
+                        "Export the GPT again with `gpts export`.")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    home = store_dir() / "adapters" / digest
+    if not home.is_dir():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=home.parent))
+        for name, extracted in members.items():
+            shutil.copyfile(extracted, staging / name)
+        staging.rename(home)
+    return home

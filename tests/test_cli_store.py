@@ -1,0 +1,170 @@
+"""`gpts create|list|show|search|edit|versions|restore|rm|rate|export|import|run|conversations` as a user types them."""
+
+import json
+
+import pytest
+
+from gpts.store.db import connect
+from gpts.store.ready import INSTALLED_KEY
+from helpers import run, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "model", context_length=1024)  # room for a knowledge prompt
+
+
+@pytest.fixture
+def gpts_cli(monkeypatch, capsys, tmp_path):
+    """`gpts ...` in a store where the ready GPTs count as installed (one test installs them for real)."""
+    connect().execute("INSERT INTO settings (key, value) VALUES (?, '1')", (INSTALLED_KEY,))
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: run(monkeypatch, capsys, *args)
+
+
+@pytest.fixture
+def hr_spec(tmp_path, model_dir):
+    (tmp_path / "handbook.md").write_text("# Handbook\n\nEvery employee gets 27 days of paid leave a year.\n\n"
+                                          "The office cat is named Biscuit Thunderpaw.\n")
+    (tmp_path / "hr.yaml").write_text(f"""
+name: Larkspur HR helper
+slug: larkspur-hr
+description: Answers questions from the Larkspur Labs employee handbook.
+instructions: |
+  You answer questions from Larkspur Labs employees using the handbook. Today is {{{{current_date}}}}.
+conversation_starters: ["How many days of leave do I get?"]
+examples:
+  - - {{role: user, content: "Can I bring my dog to work?"}}
+    - {{role: assistant, content: "Yes, on Fridays."}}
+knowledge: [handbook.md]
+model: {model_dir}
+generation: {{temperature: 0.2, max_tokens: 16, stop: []}}
+retrieval: {{chunk_tokens: 64, overlap_tokens: 16, top_k: 2}}
+category: productivity
+tags: [hr, handbook]
+author: Ada
+visibility: private
+""")
+    return tmp_path / "hr.yaml"
+
+
+def test_the_life_of_a_gpt(gpts_cli, hr_spec, model_dir, tmp_path):
+    code, out, err = gpts_cli("create", "--spec", str(hr_spec), "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["slug"] == "larkspur-hr" and created["files"][0]["name"] == "handbook.md"
+
+    code, out, _ = gpts_cli("list", "--json")
+    assert [g["slug"] for g in json.loads(out)] == ["larkspur-hr"]
+    code, out, _ = gpts_cli("search", "handbook")
+    assert "larkspur-hr" in out
+    code, out, _ = gpts_cli("show", "larkspur-hr")
+    assert "Larkspur HR helper" in out and "handbook.md (2 chunks)" in out
+
+    code, out, err = gpts_cli("run", "larkspur-hr", "--message", "What is the office cat called?", "--json")
+    assert code == 0, err
+    reply = json.loads(out)
+    assert set(reply) == {"gpt", "version", "conversation_id", "reply", "citations", "usage"}
+    assert reply["usage"]["completion_tokens"] <= 16  # the spec's max_tokens
+    code, out, err = gpts_cli("run", "larkspur-hr", "--message", "And the dogs?", "--conversation",
+                              reply["conversation_id"], "--json", "--max-new-tokens", "3")
+    assert code == 0, err
+    assert json.loads(out)["usage"]["completion_tokens"] <= 3
+    code, out, _ = gpts_cli("conversations", "show", reply["conversation_id"], "--json")
+    assert [m["content"] for m in json.loads(out)["messages"] if m["role"] == "user"] == [
+        "What is the office cat called?", "And the dogs?"]
+
+    code, out, err = gpts_cli("edit", "larkspur-hr", "--instructions", "Answer in one sentence.", "--note", "shorter")
+    assert code == 0 and "version 2" in err
+    code, out, _ = gpts_cli("versions", "larkspur-hr", "--json")
+    assert [(v["version"], v["note"]) for v in json.loads(out)] == [(1, "created"), (2, "shorter")]
+    code, out, _ = gpts_cli("restore", "larkspur-hr", "1")
+    assert "version 3, equal to version 1" in out
+
+    code, out, _ = gpts_cli("rate", "larkspur-hr", "5", "--review", "Knows the handbook.", "--user", "ada")
+    assert "Average 5.0 from 1 rating" in out
+    code, out, _ = gpts_cli("trending", "--json")
+    assert json.loads(out)[0]["activity"] == 2  # one conversation, one rating
+
+    code, out, _ = gpts_cli("export", "larkspur-hr", "--out", str(tmp_path / "hr.gpt"))
+    assert code == 0 and (tmp_path / "hr.gpt").is_file()
+    code, out, _ = gpts_cli("import", str(tmp_path / "hr.gpt"), "--as", "hr-copy")
+    assert "Imported hr-copy" in out
+    code, out, _ = gpts_cli("rm", "larkspur-hr", "--yes")
+    assert code == 0
+    code, out, _ = gpts_cli("list", "--json")
+    assert [g["slug"] for g in json.loads(out)] == ["hr-copy"]
+    code, out, _ = gpts_cli("conversations", "--json")
+    assert json.loads(out)[0]["slug"] == "larkspur-hr"  # kept after the GPT went
+
+
+def test_create_from_flags(gpts_cli, model_dir, tmp_path):
+    (tmp_path / "notes.md").write_text("Standup is at 9:30.\n")
+    (tmp_path / "examples.jsonl").write_text(json.dumps({"messages": [
+        {"role": "system", "content": "ignored"}, {"role": "user", "content": "When is lunch?"},
+        {"role": "assistant", "content": "At noon."}]}) + "\n")
+    code, out, err = gpts_cli("create", "--name", "Team notes", "--instructions", "Answer from the notes.",
+                              "--model", str(model_dir), "--knowledge", "notes.md", "--starter", "When is standup?",
+                              "--examples", "examples.jsonl", "--category", "productivity", "--tag", "team", "--json")
+    assert code == 0, err
+    gpt = json.loads(out)
+    assert gpt["slug"] == "team-notes"
+    assert gpt["spec"]["examples"] == [[{"role": "user", "content": "When is lunch?"},
+                                        {"role": "assistant", "content": "At noon."}]]
+    assert gpt["spec"]["conversation_starters"] == ["When is standup?"] and gpt["spec"]["tags"] == ["team"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["show", "nope"], "No GPT named 'nope'"),
+    (["rate", "nope", "3"], "No GPT named 'nope'"),
+    (["rate", "larkspur-hr", "6"], "Rate from 1 to 5"),
+    (["run", "nope", "--message", "hi"], "No GPT named 'nope'"),
+    (["create", "--spec", "hr.yaml"], "exists already"),
+    (["create", "--instructions", "x"], "needs a name"),
+    (["create", "--name", "X", "--category", "games"], "category"),
+    (["create", "--name", "X", "--knowledge", "missing.md"], "missing.md"),
+    (["create", "--name", "X", "--model", "no-such-model"], "no-such-model"),
+    (["import", "hr.yaml"], "not a .gpt bundle"),
+    (["conversations", "show"], "takes one conversation id"),
+    (["list", "--sort", "stars"], "Unknown sort"),
+])
+def test_bad_input_is_a_clear_error(gpts_cli, hr_spec, args, message):
+    assert gpts_cli("create", "--spec", str(hr_spec))[0] == 0
+    code, out, err = gpts_cli(*args)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+    assert err.startswith("Error:")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("name", "''", "name"),
+    ("instructions", "'Hello {{user_name}}'", "unknown template variable {{user_name}}"),
+    ("conversation_starters", "[a, b, c, d, e]", "conversation_starters"),
+    ("examples", "[[{role: user, content: hi}]]", "must alternate user and assistant"),
+    ("category", "games", "category"),
+    ("visibility", "everyone", "visibility"),
+    ("retrieval", "{chunk_tokens: 100, overlap_tokens: 80}", "overlap_tokens (80) must be at most half"),
+    ("generation", "{temprature: 0.2}", "unknown setting 'temprature'"),
+    ("slug", "'Not A Slug'", "slug"),
+    ("colour", "blue", "colour: not a known field"),
+])
+def test_an_invalid_spec_names_the_field(gpts_cli, tmp_path, field, value, message):
+    (tmp_path / "bad.yaml").write_text(f"name: Bad\n{field}: {value}\n")
+    code, out, err = gpts_cli("create", "--spec", "bad.yaml")
+    assert code == 1
+    assert "bad.yaml" in err and message in err
+    assert connect().execute("SELECT count(*) FROM gpts").fetchone()[0] == 0
+
+
+def test_the_ready_gpts_install_on_first_use(monkeypatch, capsys, bundled_gguf):
+    code, out, err = run(monkeypatch, capsys, "featured", "--json")
+    assert code == 0, err
+    featured = {g["slug"]: g for g in json.loads(out)}
+    assert set(featured) == {"french-translator", "review-sentiment", "gpts-tutor", "story-starter"}
+    assert featured["gpts-tutor"]["files"][0]["name"] == "gpts-guide.md"
+    assert featured["gpts-tutor"]["files"][0]["chunks"] >= 5
+    assert len(featured["story-starter"]["spec"]["conversation_starters"]) == 4
+    assert len(featured["review-sentiment"]["spec"]["examples"]) == 4
+    run(monkeypatch, capsys, "rm", "story-starter", "--yes")
+    code, out, _ = run(monkeypatch, capsys, "list", "--json")
+    assert "story-starter" not in out  # installed once: a removed one stays removed
