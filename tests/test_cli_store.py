@@ -168,3 +168,42 @@ def test_the_ready_gpts_install_on_first_use(monkeypatch, capsys, bundled_gguf):
     run(monkeypatch, capsys, "rm", "story-starter", "--yes")
     code, out, _ = run(monkeypatch, capsys, "list", "--json")
     assert "story-starter" not in out  # installed once: a removed one stays removed
+
+
+def test_ollama_modelfile_in_and_out(gpts_cli, model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(model_dir, tmp_path / "model")
+    (tmp_path / "Modelfile").write_text('''# an assistant made for Ollama
+FROM ./model
+SYSTEM """You are Mario from Super Mario Bros.
+Answer as Mario, the assistant, only."""
+PARAMETER temperature 0.7
+PARAMETER num_ctx 4096
+PARAMETER stop "<|user|>"
+TEMPLATE """{{ .Prompt }}"""
+MESSAGE user Who are you?
+MESSAGE assistant It's-a me, Mario!
+''')
+    code, out, err = gpts_cli("import", "Modelfile", "--as", "mario")
+    assert code == 0, err
+    assert "num_ctx" in err and "TEMPLATE" in err  # what gpts has no use for is said, not silently dropped
+    code, out, _ = gpts_cli("show", "mario", "--json")
+    spec = json.loads(out)["spec"]
+    assert spec["instructions"].startswith("You are Mario") and spec["model"] == str(tmp_path / "model")
+    assert spec["generation"] == {"temperature": 0.7, "stop": ["<|user|>"]}
+    assert spec["examples"] == [[{"role": "user", "content": "Who are you?"},
+                                 {"role": "assistant", "content": "It's-a me, Mario!"}]]
+
+    code, out, err = gpts_cli("export", "mario", "--ollama", "ollama-mario")
+    assert code == 0, err
+    exported = tmp_path / "ollama-mario"
+    assert sorted(p.name for p in exported.iterdir()) == ["Modelfile", "mario.gguf"]
+    assert (exported / "mario.gguf").read_bytes()[:4] == b"GGUF"
+    code, out, err = gpts_cli("import", str(exported / "Modelfile"), "--as", "mario-again")
+    assert code == 0, err
+    code, out, _ = gpts_cli("show", "mario-again", "--json")
+    again = json.loads(out)["spec"]
+    assert {k: again[k] for k in ("instructions", "generation", "examples")} == \
+        {k: spec[k] for k in ("instructions", "generation", "examples")}
+    assert again["model"] == str(exported / "mario.gguf")

@@ -11,7 +11,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gpts"
 # What the store, the server's routing and the CLI's startup stand on: none of it may load torch.
 LIGHT = ["gpts", "gpts.errors", "gpts.paths", "gpts.config", "gpts.fileio", "gpts.events", "gpts.interrupt",
-         "gpts.rundir", "gpts.task", "gpts.terminal", "gpts.cli"]
+         "gpts.rundir", "gpts.task", "gpts.terminal", "gpts.cli", "gpts.spec", "gpts.knowledge", "gpts.modelfile",
+         "gpts.store", "gpts.store.archive"]
 # The only modules that draw on a terminal.
 PRESENTATION = ("gpts.cli", "gpts.terminal")
 

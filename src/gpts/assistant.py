@@ -119,7 +119,13 @@ class Citation:
         return {"file": self.file, "chunk": self.chunk, **place, "quote": self.quote}
 
 
-_SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")  # "3.14" and "10:30" are no sentence ends
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a passage; a line break inside a paragraph is a space (text wraps), a blank line ends one."""
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
+    return [s.strip() for p in paragraphs for s in _SENTENCE_END.split(p) if s.strip()]
 
 
 def _overlap(terms: set[str], text: str) -> float:
@@ -136,8 +142,7 @@ def cite(reply: str, passages: Sequence[Passage]) -> list[Citation]:
         if share < CITE_OVERLAP:
             break
         p = passages[i]
-        sentences = [s.strip() for s in _SENTENCE.findall(p.text) if s.strip()] or [p.text.strip()]
-        quote = max(sentences, key=lambda s: _overlap(terms, s))
+        quote = max(sentences(p.text) or [p.text.strip()], key=lambda s: _overlap(terms, s))
         citations.append(Citation(p.file, p.chunk, p.pages, p.lines, quote[:QUOTE_CHARS]))
     return citations
 
@@ -233,6 +238,10 @@ class Assistant:
         timings["prompt_ms"] = (time.perf_counter() - start) * 1000
         return prompt
 
+    def conversation(self, message: str) -> Messages:
+        """The messages the model reads when `message` opens a conversation: what evaluating a GPT scores."""
+        return self.prompt([], message).messages
+
     def stream(self, history: Messages, message: str, **sampling: Any) -> ReplyStream:
         timings: dict[str, float] = {}
         prompt = self.prompt(history, message, sampling, timings)
@@ -242,3 +251,74 @@ class Assistant:
 
     def answer(self, history: Messages, message: str, **sampling: Any) -> Reply:
         return self.stream(history, message, **sampling).reply
+
+
+# -- a GPT wherever a model goes, and measured ---------------------------------------------------------------------
+
+GPT_PREFIX = "gpt:"
+
+
+def gpt_slug(ref: str) -> str | None:
+    """The custom GPT a model reference names: "gpt:SLUG", or the slug of a GPT in the store that is no model's
+    name; None when `ref` names a model."""
+    from gpts.registry import resolve
+    from gpts.store.db import connect
+
+    if ref.startswith(GPT_PREFIX):
+        return ref.removeprefix(GPT_PREFIX)
+    try:
+        resolve(ref)
+        return None
+    except GptsError:
+        if connect().execute("SELECT 1 FROM gpts WHERE slug = ?", (ref,)).fetchone():
+            return ref
+        raise
+
+
+# What an evaluation set holds decides how it is scored: its first row's fields, and the figure kept in the store.
+EVALUATION_KINDS = {"classify": ({"text", "label"}, "accuracy"), "choice": ({"context", "choices", "answer"}, "acc"),
+                    "generate": ({"prompt", "answer"}, "contains")}
+
+
+def evaluation_kind(path: Any) -> str:
+    from gpts.fileio import read_jsonl
+
+    first = next((line for line in read_jsonl(path) if line.error is None), None)
+    fields = set(first.value) if first is not None and isinstance(first.value, dict) else set()
+    for kind, (needed, _) in EVALUATION_KINDS.items():
+        if needed <= fields:
+            return kind
+    raise GptsError(f"{path} is not an evaluation set gpts knows: its first row has the fields "
+                    f"{sorted(fields) or 'none'}.", 'Write {"text", "label"} rows (classification), {"prompt", '
+                    '"answer"} rows (generation) or {"context", "choices", "answer"} rows (multiple choice).')
+
+
+def evaluate_gpt(assistant: Assistant, path: Any | None = None, report: Any = None) -> dict[str, Any]:
+    """Score a GPT on an evaluation set (its own, by default) through its prompt builder: {"kind", "metric",
+    "score", "n", "details"}. The caller records it in the store when it is the GPT's own."""
+    from gpts import evaluate
+    from gpts.events import ignore
+    from gpts.store.catalogue import file_bytes
+
+    report = report or ignore
+    if path is None:
+        if assistant.gpt.file("evaluation") is None:
+            raise GptsError(f"{assistant.gpt.slug} has no evaluation set.",
+                            "Add one (evaluation: FILE in its spec, then gpts edit --spec), or pass a file.")
+        path = file_bytes(assistant.gpt, "evaluation")
+    kind = evaluation_kind(path)
+    metric = EVALUATION_KINDS[kind][1]
+    if kind == "classify":
+        result = evaluate.classify(assistant.model, path, report=report, conversation=assistant.conversation)
+        details = {k: result.metrics[k] for k in ("n", "accuracy", "macro")}
+        score, n = result.metrics["accuracy"], result.metrics["n"]
+    elif kind == "choice":
+        result = evaluate.choice(assistant.model, path, report=report, conversation=assistant.conversation)
+        details, score, n = {"acc": result.acc, "acc_norm": result.acc_norm}, result.acc, result.n
+    else:
+        max_tokens = assistant.options({}).get("max_new_tokens") or evaluate.GENERATE_MAX_NEW_TOKENS
+        result = evaluate.generate_eval(assistant.model, path, max_tokens, report=report,
+                                        conversation=assistant.conversation)
+        details = {"exact_match": result.exact_match, "contains": result.contains}
+        score, n = result.contains, result.n
+    return {"kind": kind, "metric": metric, "score": score, "n": n, "details": details}

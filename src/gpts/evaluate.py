@@ -39,11 +39,15 @@ if TYPE_CHECKING:
 BATCH_TOKENS = 8192
 LOGITS_BUDGET = 1 << 25  # 128 MB of float32
 GENERATE_BATCH = 16
+GENERATE_MAX_NEW_TOKENS = 64
 # A greedy classification reply may say a little more than the label ("Label: positive").
 LABEL_SLACK_TOKENS = 16
 
 Fields = Mapping[str, type | tuple[type, ...]]
 Examples = str | Path | Sequence[Mapping[str, Any]]
+# How an example's text becomes the conversation the model answers, when something other than the evaluation's own
+# prompt builds it: a custom GPT's instructions, examples and knowledge (gpts.assistant.Assistant.conversation).
+Conversation = Callable[[str], list[dict[str, str]]]
 
 
 # -- input ------------------------------------------------------------------------------------------------------
@@ -376,11 +380,13 @@ class Classification:
 
 def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | None = None,
              instructions: str | None = None, method: Literal["loglik", "generate"] = "loglik",
-             batch_tokens: int = BATCH_TOKENS, report: Report = ignore) -> Classification:
+             batch_tokens: int = BATCH_TOKENS, report: Report = ignore,
+             conversation: Conversation | None = None) -> Classification:
     """Classify {"text", "label"} examples (a JSONL path or dicts; a label may be a string or a number).
 
     Labels: `labels`, else those in the model's task.json (from fine-tuning), else the sorted labels of the examples.
-    Instructions: `instructions`, else task.json's, else DEFAULT_INSTRUCTIONS.
+    Instructions: `instructions`, else task.json's, else DEFAULT_INSTRUCTIONS. With `conversation` (a custom GPT),
+    the text goes through it instead, and the GPT's own instructions say what to answer.
     """
     rows = _examples(examples, {"text": str, "label": (str, int)})
     task = read_task(loaded.ref.directory)
@@ -395,7 +401,8 @@ def classify(loaded: LoadedModel, examples: Examples, labels: Sequence[str] | No
             raise GptsError(f"{where}: the label {label!r} is not one of the labels ({', '.join(labels)}).",
                             "Fix the example, or pass every label with --labels.")
     tok = loaded.tokenizer
-    conversations = [classification_messages(row["text"], labels, instructions) for _, row in rows]
+    conversations = [conversation(row["text"]) if conversation else
+                     classification_messages(row["text"], labels, instructions) for _, row in rows]
     if method == "loglik":
         groups = [reply_tokens(tok, messages, labels) for messages in conversations]
         scores = _scored(loaded, groups, batch_tokens, report, "Scoring labels", "examples")
@@ -499,11 +506,12 @@ def _argmax(values: Sequence[float]) -> int:
 
 
 def choice(loaded: LoadedModel, examples: Examples, delimiter: str = " ", batch_tokens: int = BATCH_TOKENS,
-           report: Report = ignore) -> Choice:
+           report: Report = ignore, conversation: Conversation | None = None) -> Choice:
     """Multiple choice {"context", "choices": [...], "answer": index}, scored as lm-evaluation-harness scores
     HellaSwag: each continuation is `delimiter + choice` after the raw context (no chat template); acc picks the
     highest total log-likelihood, acc_norm the highest log-likelihood divided by the choice's length in characters
-    (len(choice), the delimiter not counted, as the harness's `completion_len`)."""
+    (len(choice), the delimiter not counted, as the harness's `completion_len`). With `conversation` (a custom GPT)
+    the context is its user's message and each choice a reply of its assistant."""
     rows = _examples(examples, {"context": str, "choices": list, "answer": int})
     for where, row in rows:
         choices = row["choices"]
@@ -515,7 +523,8 @@ def choice(loaded: LoadedModel, examples: Examples, delimiter: str = " ", batch_
                             f"(0 to {len(choices) - 1}).",
                             "The answer is the 0-based position of the right choice.")
     tok = loaded.tokenizer
-    groups = [choice_tokens(tok, row["context"], [delimiter + c for c in row["choices"]]) for _, row in rows]
+    groups = [reply_tokens(tok, conversation(row["context"]), row["choices"]) if conversation else
+              choice_tokens(tok, row["context"], [delimiter + c for c in row["choices"]]) for _, row in rows]
     for (where, _), (_, conts) in zip(rows, groups):
         if not all(conts):
             raise GptsError(f"{where}: a choice has no tokens of its own after the context.",
@@ -542,17 +551,18 @@ class GenerationScores:
     chat: bool
 
 
-def generate_eval(loaded: LoadedModel, examples: Examples, max_new_tokens: int = 64, chat: bool | None = None,
-                  report: Report = ignore) -> GenerationScores:
+def generate_eval(loaded: LoadedModel, examples: Examples, max_new_tokens: int = GENERATE_MAX_NEW_TOKENS,
+                  chat: bool | None = None, report: Report = ignore, conversation: Conversation | None = None) -> GenerationScores:
     """Greedy replies to {"prompt", "answer"} examples. `chat`: render each prompt as a user turn with the chat
-    template (None: when the model has a chat template of its own), else continue the raw prompt."""
+    template (None: when the model has a chat template of its own), else continue the raw prompt. With
+    `conversation` (a custom GPT), each prompt is the user's message in the conversation it builds."""
     rows = _examples(examples, {"prompt": str, "answer": str})
     if max_new_tokens < 1:
         raise GptsError(f"--max-new-tokens {max_new_tokens} is out of range.", "Use 1 or more.")
     tok = loaded.tokenizer
-    chat = tok.chat_template is not None if chat is None else chat
-    prompts = [tok.encode_chat([{"role": "user", "content": row["prompt"]}]) if chat else tok.encode(row["prompt"])
-               for _, row in rows]
+    chat = conversation is not None or (tok.chat_template is not None if chat is None else chat)
+    conversation = conversation or (lambda text: [{"role": "user", "content": text}])
+    prompts = [tok.encode_chat(conversation(row["prompt"])) if chat else tok.encode(row["prompt"]) for _, row in rows]
     for (where, _), ids in zip(rows, prompts):
         if not ids:
             raise GptsError(f"{where}: the prompt has no tokens.", "Give every prompt some text.")

@@ -3,7 +3,7 @@
     chat.py       generate, chat
     models.py     models list, models show, convert
     train.py      prepare, pretrain
-    finetune.py   finetune, lora merge
+    finetune.py   finetune, lora merge, tune (a custom GPT's model, on its examples)
     evaluate.py   eval perplexity | classify | choice | generate
     store.py      create, list, show, search, edit, versions, restore, rm, rate, featured, trending, export, import
     run.py        run (talk with a custom GPT), conversations
@@ -40,6 +40,7 @@ app.command()(store.show)
 app.command()(store.search)
 app.command()(run.run)
 app.command()(store.edit)
+app.command()(finetune.tune)
 app.command()(store.versions)
 app.command()(store.restore)
 app.command()(store.rm)

@@ -20,6 +20,8 @@ from gpts.terminal import EventView, print_message
 out = Console()  # results go to stdout; progress, warnings and errors to stderr (gpts.terminal)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model reference: a name, a path, or hf:ORG/NAME[@REV].")]
+ModelOrGptOpt = Annotated[str, typer.Option("--model", "-m", help="Model reference (a name, a path, hf:ORG/NAME[@REV]) "
+                                                              "or a custom GPT (its slug, or gpt:SLUG).")]
 DtypeOpt = Annotated[str, typer.Option(help="Compute dtype: float32 or bfloat16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 

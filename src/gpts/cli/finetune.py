@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpts.cli.common import ModelOpt, out, print_plain, run_job, summary_table
+from gpts.cli.store import SlugArg
 from gpts.errors import GptsError
 
 
@@ -95,3 +96,28 @@ def lora_merge(adapter: Annotated[str, typer.Argument(help="A LoRA adapter direc
 
     merge_adapter(adapter, out_dir, overwrite=force)
     print_plain(f"Merged {adapter} into {out_dir}")
+
+
+def tune(slug: SlugArg,
+         data: Annotated[Optional[Path], typer.Option(
+             help='More to learn from: chats ({"messages": [...]}) or {"text", "label"} rows (default: the GPT\'s '
+                  'examples).')] = None,
+         n_epochs: Annotated[str, typer.Option(help="auto or a whole number.")] = "auto",
+         learning_rate_multiplier: Annotated[str, typer.Option(help="auto or a number (times 1e-3).")] = "auto",
+         max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
+         json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
+    """LoRA-tune a custom GPT's model on its examples, measure it before and after on its evaluation set, and make
+    a new version whose model is the adapter."""
+    from gpts.tune import tune_gpt
+
+    result, _ = run_job(lambda report, stop: tune_gpt(
+        slug, data, report, stop, n_epochs=auto_or_number("n_epochs", n_epochs), max_steps=max_steps,
+        learning_rate_multiplier=auto_or_number("learning_rate_multiplier", learning_rate_multiplier)),
+        resume=f"gpts tune {slug}")
+    if json_out:
+        print(json.dumps({k: v for k, v in result.items() if k != "summary"}, ensure_ascii=False))
+        return
+    scores = {f"{name} ({r['metric']})": r["score"] for name, r in (("before", result["before"]),
+                                                                    ("after", result["after"])) if r}
+    out.print(summary_table({"examples learned": result["examples"], **scores, "new version": result["version"],
+                             "adapter": result["adapter"]}, f"{slug} tuned"))

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from gpts.cli.common import DtypeOpt, JsonOpt, out, print_plain, sampling_flags
-from gpts.cli.store import SlugArg, ensure_ready_gpts, print_reply
+from gpts.cli.store import SlugArg, print_reply
 from gpts.errors import GptsError
 from gpts.terminal import err
 
@@ -28,7 +28,6 @@ def run(slug: SlugArg,
 
     if as_json and message is None:
         raise GptsError("--json prints one answer.", "Pass --message TEXT with --json.")
-    ensure_ready_gpts()
     history: list[dict[str, str]] = []
     if conversation is not None:
         thread = get_conversation(conversation)

@@ -17,7 +17,22 @@ from gpts.cli.common import JsonOpt, out, print_plain
 from gpts.errors import GptsError
 from gpts.terminal import EventView, err
 
-SlugArg = Annotated[str, typer.Argument(help="The GPT's slug (see `gpts list`).")]
+
+
+def ensure_ready_gpts() -> None:
+    """The GPTs that ship with gpts, put in the store the first time a command looks into it."""
+    from gpts.store import install_ready_gpts
+
+    with EventView(transient=True) as view:
+        install_ready_gpts(view)
+
+
+def _ready_slug(slug: str) -> str:
+    ensure_ready_gpts()  # `gpts show gpts-tutor` works on the first day too
+    return slug
+
+
+SlugArg = Annotated[str, typer.Argument(help="The GPT's slug (see `gpts list`).", callback=_ready_slug)]
 
 # The fields of a spec as flags, shared by `create` and `edit`.
 NameOpt = Annotated[Optional[str], typer.Option(help="The GPT's name.")]
@@ -166,14 +181,6 @@ def _gpts_table(gpts: list[Any]) -> Table:
     return table
 
 
-def ensure_ready_gpts() -> None:
-    """The GPTs that ship with gpts, put in the store the first time a command shows it."""
-    from gpts.store import install_ready_gpts
-
-    with EventView(transient=True) as view:
-        install_ready_gpts(view)
-
-
 def list_(category: CategoryOpt = None,
           sort: Annotated[str, typer.Option(help="recent, rating, usage (conversations) or score (evaluation).")] = "recent",
           as_json: JsonOpt = False) -> None:
@@ -232,7 +239,6 @@ def show(slug: SlugArg, version: Annotated[Optional[int], typer.Option(help="A p
     """Everything about one GPT."""
     from gpts.store import get_gpt
 
-    ensure_ready_gpts()
     _print_gpt(get_gpt(slug, version), as_json)
 
 
@@ -311,20 +317,33 @@ def trending(days: Annotated[int, typer.Option(help="The window, in days.")] = 7
 
 def export(slug: SlugArg, out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .gpt file to "
                                                                           "write (default: SLUG.gpt).")] = None,
-           version: Annotated[Optional[int], typer.Option(help="A past version.")] = None) -> None:
-    """Write a GPT to one .gpt file to share: spec, knowledge files, and its adapter if its model is one."""
-    from gpts.store import export_gpt
+           version: Annotated[Optional[int], typer.Option(help="A past version.")] = None,
+           ollama: Annotated[Optional[Path], typer.Option(
+               help="Instead: a folder for Ollama, with the model as GGUF and a Modelfile.")] = None) -> None:
+    """Write a GPT to one .gpt file to share (spec, knowledge files, and its adapter if its model is one), or with
+    --ollama to a GGUF file and Modelfile that `ollama create` takes."""
+    from gpts.store import export_gpt, export_ollama
 
+    if ollama is not None:
+        if out_path is not None:
+            raise GptsError("--ollama writes a folder; --out names a .gpt file.", "Pass one of them.")
+        with err.status(f"Converting {slug}'s model to GGUF..."):
+            folder = export_ollama(slug, ollama, version)
+        print_plain(f"Wrote {folder}. Run it: ollama create {slug} -f {folder / 'Modelfile'} && ollama run {slug}")
+        return
     print_plain(f"Wrote {export_gpt(slug, out_path, version)}")
 
 
-def import_(path: Annotated[Path, typer.Argument(help="A .gpt file.")],
+def import_(path: Annotated[Path, typer.Argument(help="A .gpt file, or an Ollama Modelfile.")],
             as_slug: Annotated[Optional[str], typer.Option("--as", help="Import under this slug.")] = None) -> None:
-    """Add the GPT in a .gpt file to the store, after checking every file in it."""
-    from gpts.store import import_gpt
+    """Add a GPT to the store: from a .gpt file (every file in it checked first), or from an Ollama Modelfile."""
+    from gpts.store import import_gpt, import_modelfile, is_bundle
 
     with EventView() as view:
-        gpt = import_gpt(path, as_slug, view)
+        if path.is_file() and not is_bundle(path) and (path.name == "Modelfile" or path.suffix == ".modelfile"):
+            gpt = import_modelfile(path, as_slug, view)
+        else:
+            gpt = import_gpt(path, as_slug, view)
     print_plain(f"Imported {gpt.slug}. Talk with it: gpts run {gpt.slug}")
 
 

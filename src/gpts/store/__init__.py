@@ -15,12 +15,13 @@ a GPT with knowledge files loads its model's tokenizer (to cut them into chunks 
     fts.py            full-text terms for every language (CJK as character pairs)
     retrieval.py      the passages of a GPT's knowledge that answer a question
     conversations.py  threads and messages
-    bundles.py        a GPT as one .gpt file: export and import
+    bundles.py        a GPT as one .gpt file (export, import), and Ollama's Modelfile in and out
+    archive.py        the .gpt archive format, and the checks that make importing one safe
     ready.py          the GPTs that ship with gpts, installed on first use
 """
 
 from gpts.spec import GptSpec, parse_spec, read_spec
-from gpts.store.bundles import export_gpt, import_gpt
+from gpts.store.bundles import export_gpt, export_ollama, import_gpt, import_modelfile, is_bundle
 from gpts.store.catalogue import (Gpt, Rating, Version, create_gpt, edit_gpt, featured_gpts, get_gpt, gpt_versions,
                                   list_gpts, rate_gpt, record_evaluation, remove_gpt, restore_gpt, search_gpts,
                                   set_featured, trending_gpts)
@@ -32,8 +33,8 @@ from gpts.store.retrieval import Passage, retrieve
 
 __all__ = [
     "Conversation", "Gpt", "GptSpec", "Passage", "Rating", "Version", "add_turn", "connect", "create_gpt",
-    "database_path", "edit_gpt", "export_gpt", "featured_gpts", "get_conversation", "get_gpt", "gpt_versions",
-    "import_gpt", "install_ready_gpts", "list_conversations", "list_gpts", "parse_spec", "rate_gpt", "read_spec",
+    "database_path", "edit_gpt", "export_gpt", "export_ollama", "featured_gpts", "get_conversation", "get_gpt", "gpt_versions",
+    "import_gpt", "import_modelfile", "install_ready_gpts", "is_bundle", "list_conversations", "list_gpts", "parse_spec", "rate_gpt", "read_spec",
     "record_evaluation", "remove_conversation", "remove_gpt", "restore_gpt", "retrieve", "search_gpts",
     "set_featured", "start_conversation", "trending_gpts",
 ]

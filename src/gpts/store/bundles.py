@@ -103,3 +103,62 @@ def _keep_adapter(members: dict[str, Path]) -> Path:
             shutil.copyfile(extracted, staging / name)
         staging.rename(home)
     return home
+
+
+# -- Ollama --------------------------------------------------------------------------------------------------------
+
+
+def is_bundle(path: Path) -> bool:
+    """A .gpt bundle (a zip archive) rather than a text file such as an Ollama Modelfile."""
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def import_modelfile(path: str | Path, slug: str | None = None, report: Report = ignore) -> Gpt:
+    """A new GPT from an Ollama Modelfile: FROM is its model (a path is taken relative to the Modelfile), SYSTEM its
+    instructions, PARAMETER its generation settings, MESSAGE pairs its examples. What gpts has no use for (TEMPLATE:
+    gpts renders the model's own chat template) is reported as a warning."""
+    from gpts.events import Message
+    from gpts.fileio import read_text
+    from gpts.modelfile import parse_modelfile
+
+    path = Path(path)
+    imported = parse_modelfile(read_text(path), str(path))
+    for warning in imported.warnings:
+        report(Message(warning, level="warning"))
+    data = dict(imported.spec)
+    model = data.get("model", "")
+    if model.startswith((".", "/", "~")):
+        data["model"] = str((path.parent / model).expanduser().resolve())
+    if imported.adapter is not None:
+        adapter = (path.parent / imported.adapter).expanduser()
+        if _adapter_dir(str(adapter)) is None:
+            raise GptsError(f"{path}: ADAPTER {imported.adapter} is not a gpts LoRA adapter directory.",
+                            "gpts runs its own adapters (gpts finetune --method lora); merge a GGUF adapter into its "
+                            "model with llama.cpp's export-lora and put that file in FROM.")
+        data["model"] = str(adapter.resolve())
+    if slug is not None:
+        data["slug"] = slug
+    return create_gpt(parse_spec(data, f" from {path}"), path.parent, report)
+
+
+def export_ollama(slug: str, out_dir: str | Path, version: int | None = None) -> Path:
+    """A folder Ollama runs: the GPT's model as GGUF (an adapter merged into its base) and a Modelfile that names
+    it (`ollama create SLUG -f OUT/Modelfile`). Knowledge files stay behind: Ollama has no retrieval."""
+    from gpts.api import convert_model
+    from gpts.fileio import atomic_path
+    from gpts.modelfile import to_modelfile
+
+    gpt = get_gpt(slug, version)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise GptsError(f"{out_dir} is not empty.", "Choose a new folder for the Ollama export.")
+    gguf_name = f"{slug}.gguf"
+    modelfile = to_modelfile(gpt.spec, gguf_name)  # before the slow conversion: a text it cannot write fails first
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        convert_model(gpt.spec.model, "gguf", tmp / gguf_name, gguf_type="q8_0")
+        (tmp / "Modelfile").write_text(modelfile)
+    return out_dir

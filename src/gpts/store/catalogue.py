@@ -262,7 +262,7 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
 
         tokenizer = read_tokenizer(spec.model)
         chunking = _chunking_key(tokenizer, spec)
-    meter = Meter(report, "Reading knowledge files", total=len(sources), unit="")
+    meter = Meter(report, "Reading files", total=len(sources), unit="")
     prepared = []
     for source in sources:
         if source.path is not None:

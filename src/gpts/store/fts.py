@@ -13,7 +13,9 @@ import re
 # Han (with extension A and compatibility ideographs), kana, Hangul syllables.
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u309f\u30a0-\u30ff\uac00-\ud7af"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
-_WORD = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
+# A word is a CJK run, or a run of other letters and digits: \w alone would also take in the CJK characters after
+# a number or a Latin name ("2015年的灯笼节", "KX型电水壶") and make one term that the index never holds.
+_WORD = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+", re.UNICODE)
 
 # Words that carry no meaning in a question; left out of queries (never out of the index) so that BM25 weighs the
 # words that do.
