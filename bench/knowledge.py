@@ -440,17 +440,20 @@ def recall(conn: Any, gpt: Any, questions: Iterable[Question], k: int = TOP_K) -
         found = retrieve(conn, gpt.id, gpt.version, q.question, k)
         right = [p.file == q.file and q.fact in p.text for p in found]
         hits[q.language].append((any(right[:1]), any(right)))
-        if not any(right):
-            misses.append({"question": q.question, "shape": q.shape, "language": q.language})
+        if not any(right[:1]):
+            misses.append({"question": q.question, "shape": q.shape, "language": q.language, "at": k if any(right)
+                           else None, "first": found[0].where() if found else None})
     result: dict[str, Any] = {}
-    for key, rows in [*sorted(hits.items()), ("all", [h for rows in hits.values() for h in rows])]:
-        result[key] = {"n": len(rows), "recall@1": sum(h[0] for h in rows) / max(1, len(rows)),
-                       f"recall@{k}": sum(h[1] for h in rows) / max(1, len(rows))}
-    by_shape: dict[str, int] = defaultdict(int)
-    for m in misses:
-        by_shape[f"{m['language']}/{m['shape']}"] += 1
-    result["misses_by_shape"] = dict(sorted(by_shape.items()))
-    result["misses"] = misses[:10]
+    for key, group in [*sorted(hits.items()), ("all", [h for rows in hits.values() for h in rows])]:
+        result[key] = {"n": len(group), "recall@1": sum(h[0] for h in group) / max(1, len(group)),
+                       f"recall@{k}": sum(h[1] for h in group) / max(1, len(group))}
+    for name, missed in [("first_misses_by_shape", misses), ("misses_by_shape", [m for m in misses if not m["at"]])]:
+        by_shape: dict[str, int] = defaultdict(int)
+        for m in missed:
+            by_shape[f"{m['language']}/{m['shape']}"] += 1
+        result[name] = dict(sorted(by_shape.items()))
+    result["misses"] = [m for m in misses if not m["at"]][:10]
+    result["first_misses"] = [m for m in misses if m["at"]][:10]
     return result
 
 
@@ -488,8 +491,8 @@ def answers(lm: Any, gpt: Any, questions: Sequence[Question], max_new_tokens: in
         if i % 10 == 0:
             progress(f"  {i}/{len(questions)} answered, {sum(map(sum, right.values()))} right")
     result: dict[str, Any] = {}
-    for key, rows in [*sorted(right.items()), ("all", [x for rows in right.values() for x in rows])]:
-        result[key] = {"n": len(rows), "accuracy": sum(rows) / max(1, len(rows))}
+    for key, group in [*sorted(right.items()), ("all", [x for rows in right.values() for x in rows])]:
+        result[key] = {"n": len(group), "accuracy": sum(group) / max(1, len(group))}
     total = [r + p + g for r, p, g in zip(timings["retrieval_ms"], timings["prompt_ms"], timings["generation_ms"])]
     result["timings"] = {
         "retrieval_ms_p50": statistics.median(timings["retrieval_ms"]),
@@ -565,69 +568,87 @@ def parse_variant(text: str) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    results: dict[str, Any] = {"seed": args.seed, "load_before": load_average()}
+    home = os.environ.get("GPTS_HOME")
+    with tempfile.TemporaryDirectory(prefix="gpts-bench-knowledge-") as tmp:
+        try:
+            os.environ["GPTS_HOME"] = str(Path(tmp) / "home")  # never ~/.gpts
+            _measure(args, Path(tmp), results, log)
+        finally:
+            if home is None:
+                os.environ.pop("GPTS_HOME", None)
+            else:
+                os.environ["GPTS_HOME"] = home
+    results["load_after"] = load_average()
+    return results
+
+
+def _measure(args: argparse.Namespace, tmp_path: Path, results: dict[str, Any], log: Callable[[str], None]) -> None:
     from gpts.registry import read_tokenizer
     from gpts.store import connect
 
-    results: dict[str, Any] = {"seed": args.seed, "load_before": load_average()}
-    with tempfile.TemporaryDirectory(prefix="gpts-bench-knowledge-") as tmp:
-        tmp_path = Path(tmp)
-        os.environ["GPTS_HOME"] = str(tmp_path / "home")
-        conn = connect()
-        read_tokenizer("default")
+    conn = connect()
+    read_tokenizer("default")
 
-        knowledge = build_knowledge(args.seed, args.questions, files_per_language=args.files)
-        clashes = answer_clashes(knowledge)
-        log(f"{len(knowledge.questions)} questions, {len(knowledge.facts)} facts in {len(knowledge.files)} files "
-            f"({knowledge.size / 1024:.0f} KB); answers found in another fact: {len(clashes)}")
-        settings = [("default", {})] + [(v, parse_variant(v)) for v in args.variant]
-        gpts_made = {}
-        results["recall"] = {}
-        for label, retrieval in settings:
-            root = tmp_path / f"set-{len(gpts_made)}"
-            gpt, seconds = create(knowledge, root, f"Varn valley {len(gpts_made)}", **retrieval)
-            gpts_made[label] = gpt
-            top_k = gpt.spec.retrieval.top_k
-            r = recall(conn, gpt, knowledge.questions, max(top_k, TOP_K))
-            r["chunks"] = chunk_count(conn, gpt)
-            r["settings"] = f"{gpt.spec.retrieval.chunk_tokens}/{gpt.spec.retrieval.overlap_tokens}/{top_k}"
-            results["recall"][label] = r
-            log(f"recall [{r['settings']}], {r['chunks']} chunks: " + ", ".join(
-                f"{key} @1 {r[key]['recall@1']:.3f} @5 {r[key][f'recall@{max(top_k, TOP_K)}']:.3f}"
-                for key in (*LANGUAGES, "all")) + f"; misses by shape {r['misses_by_shape']}")
+    knowledge = build_knowledge(args.seed, args.questions, files_per_language=args.files)
+    clashes = answer_clashes(knowledge)
+    log(f"{len(knowledge.questions)} questions, {len(knowledge.facts)} facts in {len(knowledge.files)} files "
+        f"({knowledge.size / 1024:.0f} KB); answers found in another fact: {len(clashes)}")
+    settings = [("default", {})] + [(v, parse_variant(v)) for v in args.variant]
+    gpts_made = {}
+    results["recall"] = {}
+    for label, retrieval in settings:
+        root = tmp_path / f"set-{len(gpts_made)}"
+        gpt, _ = create(knowledge, root, f"Varn valley {len(gpts_made)}", **retrieval)
+        gpts_made[label] = gpt
+        top_k = gpt.spec.retrieval.top_k
+        r = recall(conn, gpt, knowledge.questions, max(top_k, TOP_K))
+        r["chunks"] = chunk_count(conn, gpt)
+        r["settings"] = f"{gpt.spec.retrieval.chunk_tokens}/{gpt.spec.retrieval.overlap_tokens}/{top_k}"
+        results["recall"][label] = r
+        log(f"recall [{r['settings']}], {r['chunks']} chunks: " + ", ".join(
+            f"{key} @1 {r[key]['recall@1']:.3f} @5 {r[key][f'recall@{max(top_k, TOP_K)}']:.3f}"
+            for key in (*LANGUAGES, "all")) + f"; not found by shape {r['misses_by_shape']}, not first "
+            f"{r['first_misses_by_shape']}")
 
-        if args.answers and not args.skip_answers:
-            from gpts.api import load
+    if args.answers and not args.skip_answers:
+        from gpts.api import load
 
-            lm = load("default")
-            sample = answer_sample(knowledge.questions, args.answers, args.seed)
-            results["answers"] = {}
-            for label, gpt in gpts_made.items():
-                log(f"answering {len(sample)} questions with [{results['recall'][label]['settings']}] "
-                    f"(load {load_average()})")
-                a = answers(lm, gpt, sample, progress=log)
-                a["load"] = load_average()
-                results["answers"][label] = a
-                log(f"  accuracy: " + ", ".join(f"{key} {a[key]['accuracy']:.3f}" for key in (*LANGUAGES, "all")))
+        lm = load("default")
+        sample = answer_sample(knowledge.questions, args.answers, args.seed)
+        results["answers"] = {}
+        for label, gpt in gpts_made.items():
+            log(f"answering {len(sample)} questions with [{results['recall'][label]['settings']}] "
+                f"(load {load_average()})")
+            a = answers(lm, gpt, sample, progress=log)
+            a["load"] = load_average()
+            results["answers"][label] = a
+            log("  accuracy: " + ", ".join(f"{key} {a[key]['accuracy']:.3f}" for key in (*LANGUAGES, "all")))
 
-        if not args.skip_speed:
-            log(f"ingesting ~{args.ingest_mb} MB (load {load_average()})")
-            ing = ingest(args.seed + 100, args.ingest_mb, tmp_path / "ingest", "Ingest")
-            results["ingestion"] = {k: v for k, v in ing.items() if k not in ("gpt", "corpus")}
-            results["ingestion"]["load"] = load_average()
-            gpt, corpus = ing["gpt"], ing["corpus"]
-            if args.latency_mb:
-                log(f"building the latency GPT from ~{args.latency_mb} MB (load {load_average()})")
-                big = build_corpus(args.seed + 200, args.latency_mb, folder="corpus")
-                gpt, _ = create(big, tmp_path / "latency", "Latency")
-                corpus = big
-            lat = latency(conn, gpt, corpus.questions, repeats=args.latency_repeats)
-            lat["chunks"] = chunk_count(conn, gpt)
-            lat["chunks_in_store"] = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            lat["load"] = load_average()
-            results["latency"] = lat
-        conn.close()
-    results["load_after"] = load_average()
-    return results
+    if not args.skip_speed:
+        log(f"ingesting ~{args.ingest_mb} MB (load {load_average()})")
+        ing = ingest(args.seed + 100, args.ingest_mb, tmp_path / "ingest", "Ingest")
+        results["ingestion"] = {k: v for k, v in ing.items() if k not in ("gpt", "corpus")}
+        results["ingestion"]["load"] = load_average()
+        results["latency"] = [_latency(conn, ing["gpt"], ing["corpus"], args)]
+        # A store of one GPT of ~10,000 chunks: retrieval searches every GPT's chunks (one FTS table), so the
+        # figure above also depends on the other GPTs in the store.
+        log(f"building a store of one GPT from ~{args.latency_mb} MB (load {load_average()})")
+        os.environ["GPTS_HOME"] = str(tmp_path / "latency-home")
+        alone = connect()
+        big = build_corpus(args.seed + 200, args.latency_mb)
+        gpt, _ = create(big, tmp_path / "latency", "Latency")
+        results["latency"].append(_latency(alone, gpt, big, args))
+        alone.close()
+    conn.close()
+
+
+def _latency(conn: Any, gpt: Any, corpus: KnowledgeSet, args: argparse.Namespace) -> dict[str, Any]:
+    result = latency(conn, gpt, corpus.questions, repeats=args.latency_repeats)
+    result["chunks"] = chunk_count(conn, gpt)
+    result["chunks_in_store"] = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    result["load"] = load_average()
+    return result
 
 
 def table(results: dict[str, Any]) -> str:
@@ -656,8 +677,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"| ingestion: create_gpt, {i['files']} files, {i['mb']:.1f} MB -> {i['chunks']:,} chunks | "
                     f"{i['seconds']:.1f} s: {i['chunks_per_s']:.0f} chunks/s, {i['mb_per_s']:.2f} MB/s (cutting "
                     f"alone {i['cutting_seconds']:.1f} s) | load {i['load']} |")
-    if "latency" in results:
-        lat = results["latency"]
+    for lat in results.get("latency", []):
         rows.append(f"| retrieve() at {lat['chunks']:,} chunks ({lat['chunks_in_store']:,} in the store), "
                     f"{lat['queries']} queries | p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms | "
                     f"load {lat['load']} |")
@@ -675,16 +695,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-answers", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--ingest-mb", type=float, default=10.0)
-    parser.add_argument("--latency-mb", type=float, default=None,
-                        help="Build the latency GPT from a folder of this size (default: the ingestion GPT).")
+    parser.add_argument("--latency-mb", type=float, default=7.0,
+                        help="Latency is also measured in a store of one GPT built from this many MB (7 MB: about "
+                             "10,000 chunks at the default retrieval settings).")
     parser.add_argument("--latency-repeats", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[], metavar="CHUNK/OVERLAP/TOP_K",
                         help="Also measure a GPT with these retrieval settings, e.g. 200/100/3.")
-    parser.add_argument("--quick", action="store_true", help="Small sizes: 40 questions, no answers, 0.3 MB.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Small sizes: 40 questions, no answers, 0.3 MB to ingest, 0.1 MB for latency.")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     args = parser.parse_args(argv)
     if args.quick:
-        args.questions, args.files, args.answers, args.ingest_mb = 40, 3, 0, 0.3
+        args.questions, args.files, args.answers = 40, 3, 0
+        args.ingest_mb, args.latency_mb = min(args.ingest_mb, 0.3), min(args.latency_mb, 0.1)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
     results = run(args, log)
     if args.json:

@@ -207,3 +207,60 @@ MESSAGE assistant It's-a me, Mario!
     assert {k: again[k] for k in ("instructions", "generation", "examples")} == \
         {k: spec[k] for k in ("instructions", "generation", "examples")}
     assert again["model"] == str(exported / "mario.gguf")
+
+
+def test_a_gpt_is_measured_and_tuned(gpts_cli, model_dir, tmp_path):
+    rows = [{"text": f"review number {i} is {'good' if i % 2 else 'bad'}", "label": "good" if i % 2 else "bad"}
+            for i in range(8)]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sentiment.yaml").write_text(f"""
+name: Tiny sentiment
+instructions: Answer good or bad.
+examples:
+  - [{{role: user, content: "review one is good"}}, {{role: assistant, content: good}}]
+  - [{{role: user, content: "review two is bad"}}, {{role: assistant, content: bad}}]
+model: {model_dir}
+evaluation: eval.jsonl
+""")
+    assert gpts_cli("create", "--spec", "sentiment.yaml")[0] == 0
+
+    code, out, err = gpts_cli("eval", "gpt", "tiny-sentiment", "--json")
+    assert code == 0, err
+    measured = json.loads(out)
+    assert (measured["kind"], measured["metric"], measured["n"], measured["version"]) == ("classify", "accuracy", 8, 1)
+    code, out, err = gpts_cli("eval", "classify", "eval.jsonl", "--model", "tiny-sentiment", "--json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == measured["score"]  # the same prompt, whichever way it is asked
+    code, out, err = gpts_cli("eval", "generate", "examples.jsonl", "--model", "gpt:no-such-gpt")
+    assert code == 1 and "No GPT named 'no-such-gpt'" in err
+
+    code, out, err = gpts_cli("tune", "tiny-sentiment", "--max-steps", "1", "--json")
+    assert code == 0, err
+    tuned = json.loads(out)
+    assert tuned["version"] == 2 and tuned["examples"] == 2
+    assert tuned["before"]["score"] == measured["score"] and tuned["after"]["n"] == 8
+    code, out, _ = gpts_cli("show", "tiny-sentiment", "--json")
+    shown = json.loads(out)
+    assert shown["spec"]["model"] == tuned["adapter"] and shown["score"]["score"] == tuned["after"]["score"]
+    assert shown["files"] == [f for f in json.loads(gpts_cli("show", "tiny-sentiment", "--version", "1", "--json")[1])[
+        "files"]]  # the evaluation set carries over
+    code, out, err = gpts_cli("export", "tiny-sentiment", "--out", "tuned.gpt")
+    assert code == 0, err
+    code, out, err = gpts_cli("import", "tuned.gpt", "--as", "tuned-copy")
+    assert code == 0, err
+    code, out, _ = gpts_cli("show", "tuned-copy", "--json")
+    assert "adapters" in json.loads(out)["spec"]["model"]  # the adapter came along, kept in the store
+
+
+def test_create_step_by_step(gpts_cli, model_dir, monkeypatch):
+    import io
+
+    answers = ["Helper", "Helps.", "Be helpful.", str(model_dir), "", "Say hello"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
+    code, out, err = gpts_cli("create")
+    assert code == 0, err
+    assert "Created helper" in err and "Preview: Say hello" in err
+    code, out, _ = gpts_cli("show", "helper", "--json")
+    spec = json.loads(out)["spec"]
+    assert (spec["description"], spec["instructions"], spec["conversation_starters"]) == ("Helps.", "Be helpful.",
+                                                                                          ["Say hello"])

@@ -213,7 +213,7 @@ def test_conversations_keep_messages_and_the_version_that_answered(model_dir):
 
 
 @pytest.mark.parametrize("case", ["duplicate", "too_many", "unsupported", "empty", "missing_model", "missing_file",
-                                  "oversized"])
+                                  "oversized", "no_text"])
 def test_bad_input_writes_nothing(model_dir, tmp_path, gpts_home, case):
     store.create_gpt(spec(model_dir, name="Taken"))
     for i in range(3):
@@ -221,6 +221,7 @@ def test_bad_input_writes_nothing(model_dir, tmp_path, gpts_home, case):
     (tmp_path / "empty.md").write_text("")
     (tmp_path / "image.png").write_bytes(b"\x89PNG....")
     (tmp_path / "big.md").write_text("word " * 50_000)
+    (tmp_path / "blank.md").write_text("   \n\n  \n")
     bad = {
         "duplicate": (spec(model_dir, name="Taken"), "exists already"),
         "too_many": (spec(model_dir, knowledge=["f0.md", "f1.md", "f2.md"], retrieval={"max_files": 2}),
@@ -230,6 +231,7 @@ def test_bad_input_writes_nothing(model_dir, tmp_path, gpts_home, case):
         "missing_model": (spec(tmp_path / "no-such-model"), "no-such-model"),
         "missing_file": (spec(model_dir, knowledge=["nothing.md"]), "nothing.md"),
         "oversized": (spec(model_dir, knowledge=["f0.md", "big.md"], retrieval={"max_file_mb": 0.1}), "big.md"),
+        "no_text": (spec(model_dir, knowledge=["f0.md", "f1.md", "blank.md"]), "blank.md"),  # read after the others
     }[case]
     before, counts = snapshot(gpts_home), table_counts()
     with pytest.raises(GptsError, match=bad[1]):
@@ -316,3 +318,35 @@ def test_a_bundle_with_a_bad_checksum_or_damage_changes_nothing(model_dir, handb
     with pytest.raises(GptsError, match="damaged|not a .gpt"):
         store.import_gpt(damaged, "other")
     assert table_counts() == counts and snapshot(gpts_home) == before
+
+
+def _hostile(path: Path, name: str, data: bytes = b"x", mode: int = 0o100644) -> Path:
+    """A bundle whose manifest lists a member `name` with the right checksum: only the name or the type is wrong."""
+    import json
+
+    spec = json.dumps({"name": "Hostile"}).encode()
+    members = {"spec.json": spec, name: data}
+    manifest = {"format": "gpts-bundle", "version": 1, "spec": "spec.json",
+                "members": {n: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for n, d in members.items()}}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("manifest.json", json.dumps(manifest))
+        for n, d in members.items():
+            info = zipfile.ZipInfo(n)
+            info.external_attr = mode << 16
+            z.writestr(info, d)
+    return path
+
+
+@pytest.mark.parametrize("name, mode, message", [
+    ("../evil.md", 0o100644, ".."),
+    ("knowledge/../../evil.md", 0o100644, ".."),
+    ("/etc/evil.md", 0o100644, "absolute"),
+    ("knowledge/link.md", 0o120777, "link"),
+])
+def test_a_hostile_bundle_is_refused_and_nothing_is_written(tmp_path, gpts_home, name, mode, message):
+    connect()
+    before = snapshot(gpts_home)
+    with pytest.raises(GptsError, match=message):
+        store.import_gpt(_hostile(tmp_path / "hostile.gpt", name, mode=mode))
+    assert snapshot(gpts_home) == before and table_counts()["gpts"] == 0
+    assert not (tmp_path.parent / "evil.md").exists() and not Path("/etc/evil.md").exists()

@@ -57,7 +57,8 @@ def import_gpt(path: str | Path, slug: str | None = None, report: Report = ignor
     if not path.is_file():
         raise GptsError(f"No such file: {path}.", "Pass the path of a .gpt file (made by `gpts export`).")
     conn = connect()
-    with tempfile.TemporaryDirectory(prefix="gpts-import-") as tmp:
+    # Unpacked inside the store (never elsewhere, whatever the bundle holds), and gone when the import ends.
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=store_dir()) as tmp:
         data, members = read_bundle(path, Path(tmp) / "bundle")
         if not isinstance(data, dict):
             raise GptsError(f"{path} holds no GPT spec.", "Export the GPT again with `gpts export`.")

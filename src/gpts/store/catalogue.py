@@ -279,15 +279,15 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
                 item.set_id = existing[0]
             else:
                 segments = extract(source.path) if source.path else _extract_stored(sha256, source.name)
-                count = (lambda text: len(tokenizer.encode(text, add_special=False)))
-                item.chunks = chunk_segments(segments, count, spec.retrieval.chunk_tokens,
-                                             spec.retrieval.overlap_tokens)
+                item.chunks = chunk_segments(segments, lambda text: len(tokenizer.encode(text, add_special=False)),
+                                             spec.retrieval.chunk_tokens, spec.retrieval.overlap_tokens)
                 report(Message(f"{source.name}: {len(item.chunks)} chunks."))
-        if source.path is not None:
-            blobs.put(source.path, sha256)
         prepared.append(item)
         meter.advance()
     meter.done()
+    for item in prepared:  # copied only once every file has been read: a refused file leaves no copies behind
+        if item.source.path is not None:
+            blobs.put(item.source.path, item.sha256)
     return prepared, chunking
 
 
