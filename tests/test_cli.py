@@ -84,7 +84,7 @@ def test_models_list_shows_the_bundled_model(monkeypatch, capsys):
 
 
 def truncated_gguf(tmp_path: Path) -> Path:
-    from gpts.registry import bundled_path
+    from gpts.refs import bundled_path
 
     path = tmp_path / "truncated.gguf"
     with open(bundled_path("smollm2-135m-instruct"), "rb") as f:

@@ -64,7 +64,7 @@ def test_the_life_of_a_gpt(gpts_cli, hr_spec, model_dir, tmp_path):
     code, out, err = gpts_cli("run", "larkspur-hr", "--message", "What is the office cat called?", "--json")
     assert code == 0, err
     reply = json.loads(out)
-    assert set(reply) == {"gpt", "version", "conversation_id", "reply", "citations", "usage"}
+    assert set(reply) == {"gpt", "version", "conversation_id", "reply", "citations", "usage", "dropped_turns"}
     assert reply["usage"]["completion_tokens"] <= 16  # the spec's max_tokens
     code, out, err = gpts_cli("run", "larkspur-hr", "--message", "And the dogs?", "--conversation",
                               reply["conversation_id"], "--json", "--max-new-tokens", "3")
@@ -144,7 +144,9 @@ def test_bad_input_is_a_clear_error(gpts_cli, hr_spec, args, message):
     ("category", "games", "category"),
     ("visibility", "everyone", "visibility"),
     ("retrieval", "{chunk_tokens: 100, overlap_tokens: 80}", "overlap_tokens (80) must be at most half"),
-    ("generation", "{temprature: 0.2}", "unknown setting 'temprature'"),
+    ("generation", "{temprature: 0.2}", "generation.temprature: not a known field; the fields are temperature"),
+    ("generation", "{max_tokens: -5}", "generation.max_tokens"),
+    ("instructions", "'Hello {{gpt_name|upper}}'", "unknown template variable {{gpt_name|upper}}"),
     ("slug", "'Not A Slug'", "slug"),
     ("colour", "blue", "colour: not a known field"),
 ])

@@ -350,3 +350,82 @@ def test_a_hostile_bundle_is_refused_and_nothing_is_written(tmp_path, gpts_home,
         store.import_gpt(_hostile(tmp_path / "hostile.gpt", name, mode=mode))
     assert snapshot(gpts_home) == before and table_counts()["gpts"] == 0
     assert not (tmp_path.parent / "evil.md").exists() and not Path("/etc/evil.md").exists()
+
+
+def test_the_same_content_twice_is_stored_and_cut_once(model_dir, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "README.md").write_text("The same words in two places.\n")
+    gpt = store.create_gpt(spec(model_dir, knowledge=["a", "b"]), tmp_path)
+    assert [f.name for f in gpt.knowledge] == ["a/README.md", "b/README.md"]
+    assert table_counts()["files"] == 1
+    assert connect().execute("SELECT count(*) FROM chunk_sets").fetchone()[0] == 1
+
+
+def test_a_folder_given_as_dot_dot_is_named_by_its_own_name(model_dir, tmp_path, monkeypatch):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.md").write_text("A note.\n")
+    (tmp_path / "notes" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "notes" / "sub")
+    gpt = store.create_gpt(spec(model_dir, knowledge=[".."]), Path.cwd())
+    assert [f.name for f in gpt.knowledge] == ["notes/a.md"]
+    store.export_gpt(gpt.slug, tmp_path / "notes.gpt")  # a name that a bundle can hold
+
+
+def test_version_zero_is_no_version(model_dir):
+    store.create_gpt(spec(model_dir))
+    for call in (lambda: store.get_gpt("hr-helper", 0), lambda: store.restore_gpt("hr-helper", 0)):
+        with pytest.raises(GptsError, match="no version 0"):
+            call()
+    assert store.get_gpt("hr-helper").version == 1 and len(store.gpt_versions("hr-helper")) == 1
+
+
+def test_export_never_replaces_a_folder_or_another_file(model_dir, tmp_path):
+    store.create_gpt(spec(model_dir))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine too")
+    for target in ("folder", "notes.txt"):
+        with pytest.raises(GptsError, match="not a .gpt bundle"):
+            store.export_gpt("hr-helper", tmp_path / target)
+    assert (tmp_path / "folder" / "keep.txt").read_text() == "mine" and (tmp_path / "notes.txt").read_text() == "mine too"
+    store.export_gpt("hr-helper", tmp_path / "hr.gpt")
+    store.export_gpt("hr-helper", tmp_path / "hr.gpt")  # an older export is replaced
+
+
+def test_an_edit_that_lost_a_race_is_refused_not_merged(model_dir, monkeypatch):
+    from gpts.store import catalogue
+
+    store.create_gpt(spec(model_dir, instructions="One."))
+    build = catalogue._build
+
+    def another_edit_lands_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(catalogue, "_build", build)
+        store.edit_gpt("hr-helper", {"instructions": "Two."}, conn=connect())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(catalogue, "_build", another_edit_lands_meanwhile)
+    with pytest.raises(GptsError, match="changed while this edit was being made"):
+        store.edit_gpt("hr-helper", {"description": "Three."})
+    gpt = store.get_gpt("hr-helper")
+    assert (gpt.version, gpt.spec.instructions, gpt.spec.description) == (2, "Two.", "")
+
+
+def test_a_failed_write_takes_its_new_copies_with_it(model_dir, handbook, gpts_home, monkeypatch):
+    from gpts.store import catalogue
+
+    store.create_gpt(spec(model_dir, name="Taken"))
+    free = catalogue.check_free
+    calls = []
+
+    def taken_meanwhile(conn, slug):  # free when checked first, taken by another process when written
+        calls.append(slug)
+        if len(calls) > 1:
+            free(conn, "taken")
+        free(conn, slug)
+
+    monkeypatch.setattr(catalogue, "check_free", taken_meanwhile)
+    before = snapshot(gpts_home)
+    with pytest.raises(GptsError, match="exists already"):
+        store.create_gpt(spec(model_dir, knowledge=["kb"]), handbook.parent)
+    assert snapshot(gpts_home) == before

@@ -22,7 +22,8 @@ from gpts.errors import GptsError
 from gpts.fileio import check_writable
 from gpts.generate import BLANK_FIX, Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
 from gpts.model import GPT
-from gpts.registry import ALIASES, BUNDLED, ModelRef, bundled_path, read_checkpoint, resolve
+from gpts.refs import ALIASES, BUNDLED, ModelRef, bundled_path, resolve
+from gpts.registry import read_checkpoint
 from gpts.resources import parameter_count
 from gpts.tokenizer import Tokenizer
 

@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any
 
 from gpts.errors import GptsError
-from gpts.spec import GptSpec, render_instructions
+from gpts.spec import EVALUATION_KINDS, GptSpec, evaluation_kind, render_instructions
 from gpts.store.catalogue import Gpt
 from gpts.store.fts import query_terms
-from gpts.store.retrieval import Passage, where
+from gpts.store.retrieval import Passage, place, where
 
 DEFAULT_REPLY_TOKENS = 256  # room kept for the reply when neither the request nor the spec says how long it may be
 FOLLOW_UP_TERMS = 4  # a question with fewer words of its own ("and in June?") is searched with the one before it
@@ -115,8 +115,7 @@ class Citation:
         return where(self.file, self.pages, self.lines)
 
     def to_dict(self) -> dict[str, Any]:
-        place = {"pages": list(self.pages)} if self.pages else {"lines": list(self.lines)} if self.lines else {}
-        return {"file": self.file, "chunk": self.chunk, **place, "quote": self.quote}
+        return {**place(self.file, self.chunk, self.pages, self.lines), "quote": self.quote}
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")  # "3.14" and "10:30" are no sentence ends
@@ -159,8 +158,9 @@ class Reply:
     timings: dict[str, float] = field(default_factory=dict)  # retrieval_ms, prompt_ms (building), generation_ms
 
     def to_dict(self) -> dict[str, Any]:
+        """What `gpts run --json` prints after the GPT and conversation (and the server will return)."""
         return {"reply": self.text, "citations": [c.to_dict() for c in self.citations], "usage": self.usage,
-                "dropped_turns": self.prompt.dropped_turns, "timings": self.timings}
+                "dropped_turns": self.prompt.dropped_turns}
 
 
 class ReplyStream:
@@ -214,7 +214,7 @@ class Assistant:
 
     def options(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """Generation settings: the model's defaults, then the spec's, then the request's."""
-        return {**self.spec.generation_options(), **{k: v for k, v in sampling.items() if v is not None}}
+        return {**self.spec.generation.options(), **{k: v for k, v in sampling.items() if v is not None}}
 
     def passages(self, history: Messages, message: str) -> list[Passage]:
         if not self.gpt.knowledge:
@@ -233,7 +233,11 @@ class Assistant:
         start = time.perf_counter()
         options = self.options(sampling or {})
         reply_tokens = options.get("max_new_tokens") or DEFAULT_REPLY_TOKENS
-        budget = self.model.config.context_length - reply_tokens
+        context = self.model.config.context_length
+        if reply_tokens >= context:
+            raise GptsError(f"A reply of up to {reply_tokens:,} tokens leaves no room for a prompt in the model's "
+                            f"{context:,}-token context.", f"Set max_tokens (or --max-new-tokens) below {context:,}.")
+        budget = context - reply_tokens
         prompt = fit_prompt(self.spec, history, message, passages, lambda m: len(self.model.chat_prompt(m)), budget)
         timings["prompt_ms"] = (time.perf_counter() - start) * 1000
         return prompt
@@ -245,9 +249,7 @@ class Assistant:
     def stream(self, history: Messages, message: str, **sampling: Any) -> ReplyStream:
         timings: dict[str, float] = {}
         prompt = self.prompt(history, message, sampling, timings)
-        options = self.options(sampling)
-        options.setdefault("max_new_tokens", DEFAULT_REPLY_TOKENS)
-        return ReplyStream(self.model.chat_stream(prompt.messages, **options), prompt, timings)
+        return ReplyStream(self.model.chat_stream(prompt.messages, **self.options(sampling)), prompt, timings)
 
     def answer(self, history: Messages, message: str, **sampling: Any) -> Reply:
         return self.stream(history, message, **sampling).reply
@@ -261,7 +263,7 @@ GPT_PREFIX = "gpt:"
 def gpt_slug(ref: str) -> str | None:
     """The custom GPT a model reference names: "gpt:SLUG", or the slug of a GPT in the store that is no model's
     name; None when `ref` names a model."""
-    from gpts.registry import resolve
+    from gpts.refs import resolve
     from gpts.store.db import connect
 
     if ref.startswith(GPT_PREFIX):
@@ -273,24 +275,6 @@ def gpt_slug(ref: str) -> str | None:
         if connect().execute("SELECT 1 FROM gpts WHERE slug = ?", (ref,)).fetchone():
             return ref
         raise
-
-
-# What an evaluation set holds decides how it is scored: its first row's fields, and the figure kept in the store.
-EVALUATION_KINDS = {"classify": ({"text", "label"}, "accuracy"), "choice": ({"context", "choices", "answer"}, "acc"),
-                    "generate": ({"prompt", "answer"}, "contains")}
-
-
-def evaluation_kind(path: Any) -> str:
-    from gpts.fileio import read_jsonl
-
-    first = next((line for line in read_jsonl(path) if line.error is None), None)
-    fields = set(first.value) if first is not None and isinstance(first.value, dict) else set()
-    for kind, (needed, _) in EVALUATION_KINDS.items():
-        if needed <= fields:
-            return kind
-    raise GptsError(f"{path} is not an evaluation set gpts knows: its first row has the fields "
-                    f"{sorted(fields) or 'none'}.", 'Write {"text", "label"} rows (classification), {"prompt", '
-                    '"answer"} rows (generation) or {"context", "choices", "answer"} rows (multiple choice).')
 
 
 def evaluate_gpt(assistant: Assistant, path: Any | None = None, report: Any = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from gpts.config import Config
+from gpts.refs import is_native_dir  # noqa: F401  (re-exported)
 from gpts.errors import GptsError
 from gpts.fileio import atomic_path, read_json, save_safetensors
 from gpts.tokenizer import Tokenizer, has_tokenizer_files
@@ -29,13 +30,6 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]  # native names
     tokenizer: Tokenizer | None = None
     generation: dict[str, Any] = field(default_factory=dict)  # e.g. {"temperature": 0.2, "eos_token_id": [2]}
-
-
-def is_native_dir(path: Path) -> bool:
-    try:
-        return "arch" in json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 def save_native(ckpt: Checkpoint, out: str | Path) -> Path:

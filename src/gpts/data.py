@@ -405,7 +405,7 @@ def _tokenizer_kind(spec: str) -> tuple[str, int | None]:
 def load_tokenizer(ref: str) -> Tokenizer:
     """The tokenizer of a model reference, or of a folder with tokenizer files (e.g. prepared data), loading no
     weights: a GGUF file's metadata only, a directory's tokenizer files only."""
-    from gpts.registry import ALIASES, BUNDLED, resolve
+    from gpts.refs import ALIASES, BUNDLED, resolve
 
     path = Path(ref).expanduser()
     if path.is_dir() and has_tokenizer_files(path):

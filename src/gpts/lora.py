@@ -32,15 +32,16 @@ from safetensors.torch import load_file
 
 from gpts.checkpoint import Checkpoint
 from gpts.config import Config
+from gpts.refs import ADAPTER_CONFIG_FILE as CONFIG_FILE
+from gpts.refs import ADAPTER_FORMAT as FORMAT
+from gpts.refs import is_adapter_dir  # noqa: F401  (re-exported)
 from gpts.errors import GptsError
 from gpts.fileio import atomic_path, read_json, save_safetensors
 from gpts.model import GPT
 from gpts.tokenizer import Tokenizer, has_tokenizer_files
 from gpts.weights import hf
 
-FORMAT = "gpts-lora"
 FORMAT_VERSION = 1
-CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter.safetensors"
 PEFT_DIR = "peft"
 
@@ -202,15 +203,6 @@ def base_fingerprint(config: Config, state_dict: dict[str, torch.Tensor]) -> str
 
 
 # -- the adapter directory --------------------------------------------------------------------------
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    """A directory with a gpts adapter_config.json (a PEFT adapter_config.json has no "format" key)."""
-    try:
-        data = json.loads((Path(path) / CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def _portable_ref(ref: str) -> str:

@@ -359,7 +359,7 @@ def to_modelfile(spec: GptSpec, gguf_name: str, *, now: datetime | None = None) 
     lines.append(f"FROM {_quote('./' + gguf_name, 'the GGUF file name')}")
     if instructions:
         lines.append(f"SYSTEM {_quote(instructions, 'the instructions')}")
-    lines += _parameter_lines(spec.generation)
+    lines += _parameter_lines(spec.generation.model_dump(exclude_none=True))
     for i, conversation in enumerate(spec.examples):
         for j, message in enumerate(conversation):
             lines.append(f"MESSAGE {message.role} {_quote(message.content, f'examples[{i}][{j}].content')}")

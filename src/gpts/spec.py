@@ -30,12 +30,7 @@ MAX_INSTRUCTIONS = 8000  # characters, as OpenAI's GPT builder
 MAX_STARTERS = 4
 SLUG_RULE = "lowercase letters, digits and single hyphens, 1 to 64 characters, e.g. larkspur-hr"
 
-# generate() controls a spec may set, under OpenAI's names where OpenAI has one (max_tokens, stop, seed).
-OPENAI_NAMES = {"max_tokens": "max_new_tokens"}
-GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "max_new_tokens",
-                   "stop", "seed")
-
-_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_VARIABLE = re.compile(r"\{\{(.*?)\}\}", re.S)  # anything in double braces is a variable, known or not
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
@@ -45,8 +40,13 @@ def slugify(name: str) -> str:
     return slug or "gpt"
 
 
+def is_slug(text: str) -> bool:
+    return len(text) <= 64 and _SLUG.fullmatch(text) is not None
+
+
 def check_slug(slug: str) -> str:
-    if not (len(slug) <= 64 and _SLUG.fullmatch(slug)):
+    """A slug a user typed (gpts import --as), or an error saying what a slug is."""
+    if not is_slug(slug):
         raise GptsError(f"{slug!r} is not a valid slug.", f"A slug is {SLUG_RULE}.")
     return slug
 
@@ -65,6 +65,49 @@ class ExampleMessage(_Strict):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class Generation(_Strict):
+    """generate() controls, under OpenAI's names where OpenAI has one (max_tokens, stop, seed); checked as
+    GenerationConfig checks them, so that a bad value is an error now, naming the field, not at the first answer.
+    Strict: `true` is no temperature and 4.5 no top_k."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = Field(None, ge=0, lt=2**64)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(value):
+            raise ValueError("a stop string must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Generation:
+        if self.max_tokens is not None and self.max_new_tokens is not None:
+            raise ValueError("give max_tokens or max_new_tokens, not both")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The settings given, under GenerationConfig's names."""
+        given = self.model_dump(exclude_none=True)
+        if "max_tokens" in given:
+            given["max_new_tokens"] = given.pop("max_tokens")
+        return given
 
 
 class Retrieval(_Strict):
@@ -93,7 +136,7 @@ class GptSpec(_Strict):
     examples: list[list[ExampleMessage]] = Field(default_factory=list)
     knowledge: list[str] = Field(default_factory=list)  # paths, relative to the spec file
     model: str = Field("default", min_length=1)
-    generation: dict[str, Any] = Field(default_factory=dict)
+    generation: Generation = Field(default_factory=Generation)
     retrieval: Retrieval = Field(default_factory=Retrieval)
     category: Literal[CATEGORIES] = "other"  # type: ignore[valid-type]
     tags: list[str] = Field(default_factory=list, max_length=20)
@@ -112,14 +155,14 @@ class GptSpec(_Strict):
     @field_validator("slug")
     @classmethod
     def _valid_slug(cls, value: str | None) -> str | None:
-        if value is not None and not (len(value) <= 64 and _SLUG.fullmatch(value)):
+        if value is not None and not is_slug(value):
             raise ValueError(f"must be {SLUG_RULE}")
         return value
 
     @field_validator("instructions")
     @classmethod
     def _known_variables(cls, value: str) -> str:
-        unknown = sorted({m[1] for m in _VARIABLE.finditer(value)} - set(TEMPLATE_VARIABLES))
+        unknown = sorted({m[1].strip() for m in _VARIABLE.finditer(value)} - set(TEMPLATE_VARIABLES))
         if unknown:
             raise ValueError(f"unknown template variable {{{{{unknown[0]}}}}}; the variables are "
                              + ", ".join(f"{{{{{v}}}}}" for v in TEMPLATE_VARIABLES))
@@ -143,16 +186,6 @@ class GptSpec(_Strict):
                                  f"ending with assistant (it has: {', '.join(roles) or 'nothing'})")
         return value
 
-    @field_validator("generation")
-    @classmethod
-    def _known_generation_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - set(GENERATION_KEYS))
-        if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(GENERATION_KEYS)}")
-        if "max_tokens" in value and "max_new_tokens" in value:
-            raise ValueError("give max_tokens or max_new_tokens, not both")
-        return value
-
     @field_validator("tags")
     @classmethod
     def _tags_normalized(cls, value: list[str]) -> list[str]:
@@ -167,20 +200,37 @@ class GptSpec(_Strict):
             self.slug = slugify(self.name)
         return self
 
-    def generation_options(self) -> dict[str, Any]:
-        """The generation settings under gpts' names (GenerationConfig fields)."""
-        return {OPENAI_NAMES.get(k, k): v for k, v in self.generation.items()}
-
     def to_dict(self) -> dict[str, Any]:
-        """The spec as it is stored and exported: every field, defaults included."""
-        return self.model_dump(mode="json")
+        """The spec as it is stored and exported: every field (generation: those set)."""
+        data = self.model_dump(mode="json")
+        data["generation"] = self.generation.model_dump(mode="json", exclude_none=True)
+        return data
+
+
+# What an evaluation set holds decides how it is scored: the fields of its rows, and the figure kept in the store.
+EVALUATION_KINDS = {"classify": ({"text", "label"}, "accuracy"), "choice": ({"context", "choices", "answer"}, "acc"),
+                    "generate": ({"prompt", "answer"}, "contains")}
+
+
+def evaluation_kind(path: str | Path) -> str:
+    """Which of EVALUATION_KINDS a JSONL file is, by its first row; an error naming the file when it is none."""
+    from gpts.fileio import read_jsonl
+
+    first = next((line for line in read_jsonl(path) if line.error is None), None)
+    fields = set(first.value) if first is not None and isinstance(first.value, dict) else set()
+    for kind, (needed, _) in EVALUATION_KINDS.items():
+        if needed <= fields:
+            return kind
+    raise GptsError(f"{path} is not an evaluation set gpts knows: its first row has the fields "
+                    f"{sorted(fields) or 'none'}.", 'Write {"text", "label"} rows (classification), {"prompt", '
+                    '"answer"} rows (generation) or {"context", "choices", "answer"} rows (multiple choice).')
 
 
 def render_instructions(instructions: str, gpt_name: str, now: datetime | None = None) -> str:
     """The instructions with their template variables filled in (validation has refused unknown ones)."""
     now = now or datetime.now().astimezone()
     values = {"current_date": now.strftime("%Y-%m-%d"), "current_time": now.strftime("%H:%M"), "gpt_name": gpt_name}
-    return _VARIABLE.sub(lambda m: values[m[1]], instructions)
+    return _VARIABLE.sub(lambda m: values[m[1].strip()], instructions)
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
@@ -196,8 +246,10 @@ def validation_error(e: ValidationError, where: str) -> GptsError:
     field = _field_path(first["loc"])
     kind, message = first["type"], first["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        known = ", ".join(GptSpec.model_fields) if len(first["loc"]) == 1 else ""
-        message = "not a known field" + (f"; the fields are {known}" if known else "")
+        model = {1: GptSpec, 2: {"generation": Generation, "retrieval": Retrieval}.get(first["loc"][0])}.get(
+            len(first["loc"]))
+        known = f"; the fields are {', '.join(model.model_fields)}" if model else ""
+        message = "not a known field" + known
     elif kind == "missing":
         message = "required"
     more = f" ({len(e.errors()) - 1} more problem(s) after this one)" if len(e.errors()) > 1 else ""

@@ -14,6 +14,7 @@ Command modules import nothing heavy at the top, so `gpts --help` and errors in 
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import typer
@@ -58,6 +59,12 @@ def main() -> None:
         app()
     except GptsError as e:
         print_error(e.problem, e.fix)
+        sys.exit(1)
+    except sqlite3.DatabaseError as e:  # a store damaged past its first page: found only when a query reads it
+        from gpts.store.db import damaged, database_path
+
+        error = damaged(database_path(), e)
+        print_error(error.problem, error.fix)
         sys.exit(1)
     except OSError as e:  # the machine's side (disk full, permissions) rather than a bug: no traceback either
         where = f" ({e.filename})" if e.filename else ""

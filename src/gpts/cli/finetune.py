@@ -119,5 +119,6 @@ def tune(slug: SlugArg,
         return
     scores = {f"{name} ({r['metric']})": r["score"] for name, r in (("before", result["before"]),
                                                                     ("after", result["after"])) if r}
-    out.print(summary_table({"examples learned": result["examples"], **scores, "new version": result["version"],
-                             "adapter": result["adapter"]}, f"{slug} tuned"))
+    out.print(summary_table({"examples learned": result["examples"], **scores, "new version": result["version"]},
+                            f"{slug} tuned"))
+    print_plain(f"The new version's model is the adapter in {result['adapter']}")

@@ -11,7 +11,7 @@ from rich.table import Table
 from gpts.cli.common import DtypeOpt, JsonOpt, out, print_plain, sampling_flags
 from gpts.cli.store import SlugArg, print_reply
 from gpts.errors import GptsError
-from gpts.terminal import err
+from gpts.terminal import err, print_error
 
 
 @sampling_flags
@@ -28,6 +28,8 @@ def run(slug: SlugArg,
 
     if as_json and message is None:
         raise GptsError("--json prints one answer.", "Pass --message TEXT with --json.")
+    if message is not None and not message.strip():
+        raise GptsError("The message is blank.", "Pass some text with --message.")
     history: list[dict[str, str]] = []
     if conversation is not None:
         thread = get_conversation(conversation)
@@ -49,12 +51,9 @@ def run(slug: SlugArg,
         history.extend([{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}])
         if as_json:
             print(json.dumps({"gpt": slug, "version": assistant.gpt.version, "conversation_id": conversation_id,
-                              "reply": reply.text, "citations": citations, "usage": reply.usage},
-                             ensure_ascii=False))
+                              **reply.to_dict()}, ensure_ascii=False))
 
     if message is not None:
-        if not message.strip():
-            raise GptsError("The message is blank.", "Pass some text with --message.")
         answer(message)
         return
     spec = assistant.spec
@@ -77,7 +76,10 @@ def run(slug: SlugArg,
             text = spec.conversation_starters[int(command[1:]) - 1]
             err.print(text, style="dim", markup=False, highlight=False)
         if text.strip():
-            answer(text)
+            try:
+                answer(text)
+            except GptsError as e:  # one message too long for the context does not end the conversation
+                print_error(e.problem, e.fix)
     if conversation_id:
         err.print(f"[dim]Continue later: gpts run {slug} --conversation {conversation_id}[/]")
 
@@ -113,6 +115,10 @@ def conversations(args: Annotated[Optional[list[str]], typer.Argument(
     if len(args) > 1:
         raise GptsError("`gpts conversations` takes at most one GPT slug.", "e.g. gpts conversations gpts-tutor")
     threads = list_conversations(args[0] if args else None)
+    if args and not threads:
+        from gpts.store import get_gpt
+
+        get_gpt(args[0])  # a slug that names no GPT is an error; a GPT that has had no conversation is not
     if as_json:
         print(json.dumps([t.to_dict() for t in threads], ensure_ascii=False))
         return

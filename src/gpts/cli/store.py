@@ -15,6 +15,7 @@ from rich.table import Table
 
 from gpts.cli.common import JsonOpt, out, print_plain
 from gpts.errors import GptsError
+from gpts.events import Message
 from gpts.terminal import EventView, err
 
 
@@ -52,17 +53,22 @@ SpecOpt = Annotated[Optional[Path], typer.Option(help="A spec file (YAML or JSON
 
 
 def _examples(path: Path | None) -> list[list[dict[str, str]]] | None:
+    """Example conversations from OpenAI's fine-tuning format (system turns and weights have no place in them)."""
     if path is None:
         return None
     from gpts.fileio import read_jsonl
 
     conversations = []
     for line in read_jsonl(path):
-        if line.error or not isinstance(line.value, dict) or not isinstance(line.value.get("messages"), list):
-            problem = line.error or 'not a {"messages": [...]} object'
+        messages = line.value.get("messages") if isinstance(line.value, dict) else None
+        if line.error or not isinstance(messages, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            problem = line.error or 'not {"messages": [{"role": ..., "content": "..."}, ...]}'
             raise GptsError(f"{path}, line {line.number}: {problem}.",
                             'Each line holds {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}.')
-        conversations.append([m for m in line.value["messages"] if m.get("role") != "system"])
+        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages
+                              if m["role"] != "system"])
     return conversations
 
 
@@ -294,8 +300,10 @@ def featured(as_json: JsonOpt = False) -> None:
     gpts = featured_gpts()
     if as_json:
         print(json.dumps([g.to_dict() for g in gpts], ensure_ascii=False))
-    else:
+    elif gpts:
         out.print(_gpts_table(gpts))
+    else:
+        err.print("No featured GPTs: the ready ones have been removed. `gpts list` shows the rest.")
 
 
 def trending(days: Annotated[int, typer.Option(help="The window, in days.")] = 7, as_json: JsonOpt = False) -> None:
@@ -327,8 +335,9 @@ def export(slug: SlugArg, out_path: Annotated[Optional[Path], typer.Option("--ou
     if ollama is not None:
         if out_path is not None:
             raise GptsError("--ollama writes a folder; --out names a .gpt file.", "Pass one of them.")
-        with err.status(f"Converting {slug}'s model to GGUF..."):
-            folder = export_ollama(slug, ollama, version)
+        with EventView() as view:
+            view(Message(f"Converting {slug}'s model to GGUF..."))
+            folder = export_ollama(slug, ollama, version, view)
         print_plain(f"Wrote {folder}. Run it: ollama create {slug} -f {folder / 'Modelfile'} && ollama run {slug}")
         return
     print_plain(f"Wrote {export_gpt(slug, out_path, version)}")
@@ -340,7 +349,7 @@ def import_(path: Annotated[Path, typer.Argument(help="A .gpt file, or an Ollama
     from gpts.store import import_gpt, import_modelfile, is_bundle
 
     with EventView() as view:
-        if path.is_file() and not is_bundle(path) and (path.name == "Modelfile" or path.suffix == ".modelfile"):
+        if path.is_file() and not is_bundle(path) and "modelfile" in path.name.lower():
             gpt = import_modelfile(path, as_slug, view)
         else:
             gpt = import_gpt(path, as_slug, view)

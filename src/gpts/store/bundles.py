@@ -12,9 +12,10 @@ from pathlib import Path
 from gpts.errors import GptsError
 from gpts.events import Report, ignore
 from gpts.fileio import check_writable
-from gpts.spec import parse_spec
+from gpts.refs import is_adapter_dir
+from gpts.spec import check_slug, parse_spec
 from gpts.store.archive import read_bundle, write_bundle
-from gpts.store.catalogue import FileSource, Gpt, create_gpt, file_bytes, get_gpt
+from gpts.store.catalogue import FileSource, Gpt, check_free, create_gpt, file_bytes, get_gpt
 from gpts.store.db import connect, store_dir
 
 # What loading an adapter needs (gpts.lora); checkpoints, metrics and plots of its run stay behind.
@@ -26,8 +27,6 @@ def _adapter_dir(model: str) -> Path | None:
     path = Path(model).expanduser()
     if not path.is_dir():
         return None
-    from gpts.lora import is_adapter_dir  # only for a directory: a bundled model needs no torch here
-
     return path if is_adapter_dir(path) else None
 
 
@@ -36,6 +35,9 @@ def export_gpt(slug: str, out: str | Path | None = None, version: int | None = N
     gpt = get_gpt(slug, version)
     out = Path(out or f"{slug}.gpt")
     check_writable(out)
+    if out.is_dir() or (out.exists() and not is_bundle(out)):  # replace an older export, never anything else
+        raise GptsError(f"{out} exists and is not a .gpt bundle; gpts will not replace it.",
+                        "Choose another path for the bundle, e.g. --out " + f"{slug}.gpt.")
     members: dict[str, Path] = {}
     for f in gpt.files:
         members[f"{f.kind}/{f.name}"] = file_bytes(gpt, f.kind, f.name)
@@ -56,6 +58,8 @@ def import_gpt(path: str | Path, slug: str | None = None, report: Report = ignor
     path = Path(path)
     if not path.is_file():
         raise GptsError(f"No such file: {path}.", "Pass the path of a .gpt file (made by `gpts export`).")
+    if slug is not None:
+        check_slug(slug)
     conn = connect()
     # Unpacked inside the store (never elsewhere, whatever the bundle holds), and gone when the import ends.
     with tempfile.TemporaryDirectory(prefix=".import-", dir=store_dir()) as tmp:
@@ -84,6 +88,7 @@ def import_gpt(path: str | Path, slug: str | None = None, report: Report = ignor
                             "Export the GPT again with `gpts export`.")
         data["knowledge"], data["evaluation"] = [], None  # they come in as `files`, already named
         spec = parse_spec(data, f" in {path}")
+        check_free(conn, spec.slug)
         if adapter_members:  # kept only once everything else has passed
             spec = spec.model_copy(update={"model": str(_keep_adapter(adapter_members))})
         return create_gpt(spec, report=report, files=files, conn=conn)
@@ -91,6 +96,10 @@ def import_gpt(path: str | Path, slug: str | None = None, report: Report = ignor
 
 def _keep_adapter(members: dict[str, Path]) -> Path:
     """An imported adapter's home in the store, named by its weights' hash (the same adapter is kept once)."""
+    strange = sorted(set(members) - set(ADAPTER_FILES))
+    if strange:
+        raise GptsError(f"The bundle's adapter holds {strange[0]!r}, which is no part of an adapter.",
+                        "Export the GPT again with `gpts export`.")
     weights = members.get("adapter.safetensors")
     if weights is None or "adapter_config.json" not in members:
         raise GptsError("The bundle's adapter is incomplete (adapter_config.json and adapter.safetensors are needed).",
@@ -144,10 +153,11 @@ def import_modelfile(path: str | Path, slug: str | None = None, report: Report =
     return create_gpt(parse_spec(data, f" from {path}"), path.parent, report)
 
 
-def export_ollama(slug: str, out_dir: str | Path, version: int | None = None) -> Path:
+def export_ollama(slug: str, out_dir: str | Path, version: int | None = None, report: Report = ignore) -> Path:
     """A folder Ollama runs: the GPT's model as GGUF (an adapter merged into its base) and a Modelfile that names
     it (`ollama create SLUG -f OUT/Modelfile`). Knowledge files stay behind: Ollama has no retrieval."""
     from gpts.api import convert_model
+    from gpts.events import Message
     from gpts.fileio import atomic_path
     from gpts.modelfile import to_modelfile
 
@@ -156,6 +166,9 @@ def export_ollama(slug: str, out_dir: str | Path, version: int | None = None) ->
     check_writable(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise GptsError(f"{out_dir} is not empty.", "Choose a new folder for the Ollama export.")
+    if gpt.knowledge:
+        report(Message(f"Ollama has no retrieval: {slug}'s knowledge files ({len(gpt.knowledge)}) are left out.",
+                       level="warning"))
     gguf_name = f"{slug}.gguf"
     modelfile = to_modelfile(gpt.spec, gguf_name)  # before the slow conversion: a text it cannot write fails first
     with atomic_path(out_dir) as tmp:

@@ -18,17 +18,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from gpts.errors import GptsError
 from gpts.events import Message, Meter, Report, ignore
-from gpts.spec import CATEGORIES, GptSpec, parse_spec
+from gpts.spec import CATEGORIES, GptSpec, evaluation_kind, parse_spec
 from gpts.store import files as blobs
 from gpts.store.db import connect, transaction
 from gpts.store.fts import index_terms, match_expression
 
 Sort = Literal["recent", "rating", "usage", "score"]
-SORTS = ("recent", "rating", "usage", "score")
+SORTS = get_args(Sort)
 CHUNKING_VERSION = 1  # bump when cutting changes, so that files are cut again
 
 
@@ -93,15 +93,15 @@ class Gpt:
 def _gpt_row(conn: sqlite3.Connection, slug: str) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM gpts WHERE slug = ?", (slug,)).fetchone()
     if row is None:
-        close = [r[0] for r in conn.execute("SELECT slug FROM gpts WHERE slug LIKE ? ORDER BY slug LIMIT 5",
-                                            (f"%{slug[:4]}%",))]
+        close = [r[0] for r in conn.execute("SELECT slug FROM gpts WHERE instr(slug, ?) ORDER BY slug LIMIT 5",
+                                            (slug[:4],))]
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise GptsError(f"No GPT named {slug!r} in the store.{hint}", "See `gpts list`, or `gpts search WORDS`.")
     return row
 
 
 def _load(conn: sqlite3.Connection, row: sqlite3.Row, version: int | None = None) -> Gpt:
-    number = version or row["version"]
+    number = row["version"] if version is None else version
     v = conn.execute("SELECT * FROM versions WHERE gpt_id = ? AND number = ?", (row["id"], number)).fetchone()
     if v is None:
         raise GptsError(f"{row['slug']} has no version {number} (versions 1 to {row['version']}).",
@@ -206,6 +206,7 @@ class _Prepared:
     size: int
     set_id: int | None = None  # an existing chunk set to reuse
     chunks: list[Any] = field(default_factory=list)  # new chunks (gpts.knowledge.Chunk) to store
+    copied: bool = False  # its copy in the store was made for this version
 
 
 def knowledge_sources(paths: Iterable[str | Path], base_dir: Path, max_bytes: int) -> list[FileSource]:
@@ -220,8 +221,8 @@ def knowledge_sources(paths: Iterable[str | Path], base_dir: Path, max_bytes: in
         if not path.exists():
             raise GptsError(f"Knowledge file {path} does not exist.", "Check the path (relative paths start at the "
                             "spec file's folder, or the current folder for --knowledge).")
-        for found in find_files([path], max_bytes):
-            name = found.name if path.is_file() else str(found.relative_to(path.parent))
+        for found in find_files([path], max_bytes):  # a folder's files are named from the folder ("..": its name)
+            name = found.name if path.is_file() else str(found.resolve().relative_to(path.resolve().parent))
             sources.append(FileSource("knowledge", name, found))
     names = [s.name for s in sources]
     duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -262,7 +263,7 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
 
         tokenizer = read_tokenizer(spec.model)
         chunking = _chunking_key(tokenizer, spec)
-    meter = Meter(report, "Reading files", total=len(sources), unit="")
+    meter = Meter(report if sources else ignore, "Reading files", total=len(sources), unit="")
     prepared = []
     for source in sources:
         if source.path is not None:
@@ -272,7 +273,10 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
             sha256 = source.sha256
             size = conn.execute("SELECT size FROM files WHERE sha256 = ?", (sha256,)).fetchone()[0]
         item = _Prepared(source, sha256, size)
-        if source.kind == "knowledge":
+        twin = next((p for p in prepared if p.sha256 == sha256 and p.source.kind == "knowledge"), None)
+        if source.kind == "knowledge" and twin is not None:  # the same content under two names: cut once
+            item.set_id, item.chunks = twin.set_id, twin.chunks
+        elif source.kind == "knowledge":
             existing = conn.execute("SELECT id FROM chunk_sets WHERE sha256 = ? AND chunking = ?",
                                     (sha256, chunking)).fetchone()
             if existing is not None:
@@ -287,7 +291,7 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
     meter.done()
     for item in prepared:  # copied only once every file has been read: a refused file leaves no copies behind
         if item.source.path is not None:
-            blobs.put(item.source.path, item.sha256)
+            item.copied = blobs.put(item.source.path, item.sha256)
     return prepared, chunking
 
 
@@ -311,12 +315,17 @@ def _write_version(conn: sqlite3.Connection, gpt_id: int, number: int, spec: Gpt
                                                          if p.source.kind == "evaluation"), None)})
     conn.execute("INSERT INTO versions (gpt_id, number, spec, created_at, note) VALUES (?, ?, ?, ?, ?)",
                  (gpt_id, number, stored.model_dump_json(), now(), note))
+    made: dict[str, int] = {}  # chunk sets written by this version, by content
     for p in prepared:
         conn.execute("INSERT OR IGNORE INTO files (sha256, size) VALUES (?, ?)", (p.sha256, p.size))
-        set_id = p.set_id
+        if not blobs.blob_path(p.sha256).is_file():
+            raise _changed_meanwhile()
+        set_id = made.get(p.sha256, p.set_id) if p.source.kind == "knowledge" else None
+        if set_id is not None and not conn.execute("SELECT 1 FROM chunk_sets WHERE id = ?", (set_id,)).fetchone():
+            raise _changed_meanwhile()  # read before this transaction, removed with a GPT since
         if p.source.kind == "knowledge" and set_id is None:
-            set_id = conn.execute("INSERT INTO chunk_sets (sha256, chunking) VALUES (?, ?)",
-                                  (p.sha256, chunking)).lastrowid
+            set_id = made[p.sha256] = conn.execute("INSERT INTO chunk_sets (sha256, chunking) VALUES (?, ?)",
+                                                   (p.sha256, chunking)).lastrowid
             for c in p.chunks:
                 chunk_id = conn.execute(
                     "INSERT INTO chunks (set_id, idx, text, page_start, page_end, line_start, line_end, tokens) "
@@ -330,6 +339,30 @@ def _write_version(conn: sqlite3.Connection, gpt_id: int, number: int, spec: Gpt
     _index_gpt(conn, gpt_id, spec)
 
 
+def _changed_meanwhile() -> GptsError:
+    return GptsError("Another gpts process removed files this GPT uses while it was being saved.",
+                     "Run the command again.")
+
+
+def _commit(conn: sqlite3.Connection, prepared: list[_Prepared], write: Callable[[], None]) -> None:
+    """Write a version in one transaction; if it fails, the copies made for it go too (unless another version has
+    come to use them meanwhile)."""
+    try:
+        with transaction(conn):
+            write()
+    except BaseException:
+        _delete_unreferenced(conn, [p.sha256 for p in prepared if p.copied])
+        raise
+
+
+def _delete_unreferenced(conn: sqlite3.Connection, hashes: list[str]) -> None:
+    """Delete the copies of these files that no version uses, holding the write lock so that no other process can
+    start using one meanwhile."""
+    with transaction(conn):
+        blobs.delete_copies([h for h in hashes
+                             if not conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (h,)).fetchone()])
+
+
 def _index_gpt(conn: sqlite3.Connection, gpt_id: int, spec: GptSpec) -> None:
     """What `gpts search` finds a GPT by: its current version's words."""
     conn.execute("DELETE FROM gpts_fts WHERE rowid = ?", (gpt_id,))
@@ -339,7 +372,7 @@ def _index_gpt(conn: sqlite3.Connection, gpt_id: int, spec: GptSpec) -> None:
 
 
 def _check_model(spec: GptSpec) -> None:
-    from gpts.registry import resolve
+    from gpts.refs import resolve
 
     resolve(spec.model)  # a missing model is an error now, not at the first question
 
@@ -350,6 +383,7 @@ def _sources_for(spec: GptSpec, base_dir: Path | None, extra: list[FileSource]) 
         path = (base_dir or Path.cwd()) / spec.evaluation
         if not path.is_file():
             raise GptsError(f"The evaluation set {path} does not exist.", "Check the path in the spec's evaluation.")
+        evaluation_kind(path)  # a set that could never be scored is refused now, naming the file
         sources.append(FileSource("evaluation", path.name, path))
     return [*sources, *extra]
 
@@ -367,21 +401,24 @@ def create_gpt(spec: GptSpec, base_dir: Path | None = None, report: Report = ign
                files: list[FileSource] | None = None, conn: sqlite3.Connection | None = None) -> Gpt:
     """A new GPT from a spec; its knowledge paths are relative to `base_dir` (the spec file's folder)."""
     conn = conn or connect()
-    _check_free(conn, spec.slug)
+    check_free(conn, spec.slug)
     prepared, chunking = _build(conn, spec, _sources_for(spec, base_dir, files or []), report)
-    with transaction(conn):
-        _check_free(conn, spec.slug)  # another process may have taken it meanwhile
+
+    def write() -> None:
+        check_free(conn, spec.slug)  # another process may have taken it meanwhile
         gpt_id = conn.execute("INSERT INTO gpts (slug, version, builtin, created_at) VALUES (?, 1, ?, ?)",
                               (spec.slug, int(builtin), now())).lastrowid
         _write_version(conn, gpt_id, 1, spec, prepared, "created", chunking)
+
+    _commit(conn, prepared, write)
     return get_gpt(spec.slug, conn=conn)
 
 
-def _check_free(conn: sqlite3.Connection, slug: str) -> None:
+def check_free(conn: sqlite3.Connection, slug: str) -> None:
     if conn.execute("SELECT 1 FROM gpts WHERE slug = ?", (slug,)).fetchone():
         raise GptsError(f"A GPT with the slug {slug!r} exists already.",
-                        f"Change it with `gpts edit {slug}`, or give the new one another slug (slug: in the spec, "
-                        "or --slug).")
+                        f"Give the new one another slug (slug: in a spec, --slug with flags, --as on import), or "
+                        f"change the existing one with `gpts edit {slug}`.")
 
 
 def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec | None = None,
@@ -412,11 +449,17 @@ def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec 
                 if not (f.kind == "knowledge" and f.name in replaced)]
         sources = [*kept, *added, *(files or [])]
     prepared, chunking = _build(conn, spec, sources, report)
-    with transaction(conn):
+
+    def write() -> None:
         row = _gpt_row(conn, slug)
+        if row["version"] != current.current_version:  # another edit landed since this one read the GPT
+            raise GptsError(f"{slug} changed while this edit was being made (it is now at version {row['version']}).",
+                            "Run the edit again: it will start from the new version.")
         number = conn.execute("SELECT max(number) FROM versions WHERE gpt_id = ?", (row["id"],)).fetchone()[0] + 1
         _write_version(conn, row["id"], number, spec, prepared, note, chunking)
         conn.execute("UPDATE gpts SET version = ? WHERE id = ?", (number, row["id"]))
+
+    _commit(conn, prepared, write)
     return get_gpt(slug, conn=conn)
 
 
@@ -446,7 +489,7 @@ def remove_gpt(slug: str, conn: sqlite3.Connection | None = None) -> None:
         conn.execute("DELETE FROM gpts_fts WHERE rowid = ?", (row["id"],))
         conn.execute("DELETE FROM gpts WHERE id = ?", (row["id"],))
         unused = blobs.remove_unused(conn)
-    blobs.delete_copies(unused)
+    _delete_unreferenced(conn, unused)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,8 @@ def database_path() -> Path:
     return store_dir() / "gpts.db"
 
 
-def _corrupt(path: Path, e: sqlite3.DatabaseError) -> GptsError:
+def damaged(path: Path, e: sqlite3.DatabaseError) -> GptsError:
+    """The error for a store file SQLite cannot read, found on opening it or by a later query."""
     return GptsError(f"The store database {path} cannot be read: {e}.",
                      f"It is damaged. Move it aside (mv '{path}' '{path}.damaged') to start an empty store, or "
                      "restore it from a backup.")
@@ -146,7 +147,7 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
         migrate(conn, path)
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise _corrupt(path, e) from None
+        raise damaged(path, e) from None
     return conn
 
 

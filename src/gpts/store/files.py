@@ -32,12 +32,13 @@ def blob_path(sha256: str) -> Path:
     return store_dir() / "files" / sha256[:2] / sha256
 
 
-def put(path: Path, sha256: str) -> Path:
-    """Copy `path` into the store under its hash (once: an existing copy is kept). The copy appears whole or not at
-    all; the database row that makes it part of a GPT is written later, in the GPT's transaction."""
+def put(path: Path, sha256: str) -> bool:
+    """Copy `path` into the store under its hash, unless a copy is there already; says whether it made one. The copy
+    appears whole or not at all; the database row that makes it part of a GPT is written later, in the GPT's
+    transaction."""
     target = blob_path(sha256)
     if target.is_file():
-        return target
+        return False
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def put(path: Path, sha256: str) -> Path:
             tmp.unlink(missing_ok=True)
         raise GptsError(f"Cannot copy {path} into the store ({target.parent}): {e.strerror or e}.",
                         "Check the free disk space and that GPTS_HOME is writable.") from e
-    return target
+    return True
 
 
 def remove_unused(conn: sqlite3.Connection) -> list[str]:

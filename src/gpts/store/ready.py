@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpts.errors import GptsError
 from gpts.events import Message, Report, ignore
 from gpts.spec import read_spec
 from gpts.store.catalogue import create_gpt, set_featured
@@ -31,8 +32,13 @@ def install_ready_gpts(report: Report = ignore) -> list[str]:
     for path in sorted(READY_DIR.glob("*.yaml")):
         spec, base_dir = read_spec(path)
         if conn.execute("SELECT 1 FROM gpts WHERE slug = ?", (spec.slug,)).fetchone():
-            continue  # the user's own GPT of that name wins
-        create_gpt(spec, base_dir, builtin=True, conn=conn)
+            continue  # the user's own GPT of that name wins, or another process installed it meanwhile
+        try:
+            create_gpt(spec, base_dir, builtin=True, conn=conn)
+        except GptsError:
+            if conn.execute("SELECT 1 FROM gpts WHERE slug = ?", (spec.slug,)).fetchone():
+                continue  # another process's first use, at the same time
+            raise
         set_featured(spec.slug, conn=conn)
         installed.append(spec.slug)
     with transaction(conn):

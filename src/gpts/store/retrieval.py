@@ -20,6 +20,12 @@ def where(file: str, pages: tuple[int, int] | None, lines: tuple[int, int] | Non
     return file
 
 
+def place(file: str, chunk: int, pages: tuple[int, int] | None, lines: tuple[int, int] | None) -> dict[str, Any]:
+    """A place in a knowledge file as JSON: {"file", "chunk", "pages" or "lines"}."""
+    span = {"pages": list(pages)} if pages else {"lines": list(lines)} if lines else {}
+    return {"file": file, "chunk": chunk, **span}
+
+
 @dataclass(frozen=True)
 class Passage:
     """A chunk of a knowledge file, found for a question."""
@@ -36,8 +42,7 @@ class Passage:
         return where(self.file, self.pages, self.lines)
 
     def to_dict(self) -> dict[str, Any]:
-        place = {"pages": list(self.pages)} if self.pages else {"lines": list(self.lines)} if self.lines else {}
-        return {"file": self.file, "chunk": self.chunk, **place, "text": self.text}
+        return {**place(self.file, self.chunk, self.pages, self.lines), "text": self.text}
 
 
 def retrieve(conn: sqlite3.Connection, gpt_id: int, version: int, query: str, top_k: int) -> list[Passage]:

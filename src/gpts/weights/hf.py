@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from gpts import paths
 from gpts.checkpoint import Checkpoint
 from gpts.config import Config
+from gpts.refs import is_hf_dir, parse_hf_ref  # noqa: F401  (re-exported)
 from gpts.errors import GptsError
 from gpts.fileio import atomic_path, read_json, save_safetensors
 from gpts.tokenizer import Tokenizer, has_tokenizer_files
@@ -125,15 +125,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GptsError(f"{path} is not a JSON object.", "Check that it is a Hugging Face config file.")
     return data
-
-
-def is_hf_dir(path: str | Path) -> bool:
-    """A directory whose config.json names a transformers model ("model_type" or "architectures")."""
-    try:
-        data = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
 
 
 def read_hf_dir(path: str | Path) -> Checkpoint:
@@ -441,23 +432,11 @@ def write_hf_dir(ckpt: Checkpoint, out: str | Path) -> Path:
 
 # -- the hub -----------------------------------------------------------------------------------------
 
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
-_REF = re.compile(rf"hf:(?P<repo>{_REPO_PART}(?:/{_REPO_PART})?)(?:@(?P<rev>[^\s@]+))?")
-
 META_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
                  "chat_template.json"]
 SAFETENSORS_PATTERNS = ["model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors"]
 BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
-
-
-def parse_hf_ref(ref: str) -> tuple[str, str | None]:
-    """"hf:ORG/NAME[@REV]" -> ("ORG/NAME", "REV" or None)."""
-    m = _REF.fullmatch(ref.strip())
-    if m is None or "--" in m["repo"] or ".." in m["repo"]:
-        raise GptsError(f"Malformed Hugging Face reference {ref!r}.",
-                        "Write hf:ORG/NAME or hf:ORG/NAME@REVISION, e.g. hf:HuggingFaceTB/SmolLM2-135M-Instruct.")
-    return m["repo"], m["rev"]
 
 
 def hub_cache_dir() -> Path:
