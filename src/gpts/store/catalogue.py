@@ -236,10 +236,45 @@ def _max_bytes(spec: GptSpec) -> int:
     return int(spec.retrieval.max_file_mb * 1024 * 1024)
 
 
-def _chunking_key(tokenizer: Any, spec: GptSpec) -> str:
-    fingerprint = hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
+class _Tokenizer:
+    """The model's tokenizer, loaded only when a file has to be cut: a file the store has cut the same way before
+    (same content, same tokenizer, same sizes) is not, and loading a tokenizer costs seconds (torch, a GGUF file).
+    Which tokenizer a model has is remembered in the store, keyed by the model files' identity."""
+
+    def __init__(self, conn: sqlite3.Connection, model: str):
+        from gpts.refs import resolve
+
+        self.conn, self.model = conn, model
+        path = resolve(model).path
+        files = [path] if path is None or path.is_file() else sorted(path.glob("*.json"))
+        identity = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f is not None)
+        self.key = "tokenizer:" + hashlib.sha256(f"{model}|{identity}".encode()).hexdigest()[:32]
+        self._loaded: Any = None
+
+    @property
+    def loaded(self) -> Any:
+        if self._loaded is None:
+            from gpts.registry import read_tokenizer
+
+            self._loaded = read_tokenizer(self.model)
+        return self._loaded
+
+    def fingerprint(self) -> str:
+        known = self.conn.execute("SELECT value FROM settings WHERE key = ?", (self.key,)).fetchone()
+        if known is not None:
+            return known[0]
+        fingerprint = hashlib.sha256(self.loaded.backend.to_str().encode()).hexdigest()[:16]
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (self.key, fingerprint))
+        return fingerprint
+
+    def count(self, text: str) -> int:
+        return len(self.loaded.encode(text, add_special=False))
+
+
+def _chunking_key(tokenizer: _Tokenizer, spec: GptSpec) -> str:
     r = spec.retrieval
-    return f"{fingerprint}|{r.chunk_tokens}|{r.overlap_tokens}|v{CHUNKING_VERSION}"
+    return f"{tokenizer.fingerprint()}|{r.chunk_tokens}|{r.overlap_tokens}|v{CHUNKING_VERSION}"
 
 
 def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource], report: Report
@@ -256,13 +291,8 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
     for s in sources:  # files from a bundle have not been checked yet
         if s.path is not None and s.kind == "knowledge":
             check_file(s.path, _max_bytes(spec))
-    tokenizer = None
-    chunking = ""
-    if knowledge:
-        from gpts.registry import read_tokenizer
-
-        tokenizer = read_tokenizer(spec.model)
-        chunking = _chunking_key(tokenizer, spec)
+    tokenizer = _Tokenizer(conn, spec.model)
+    chunking = _chunking_key(tokenizer, spec) if knowledge else ""
     meter = Meter(report if sources else ignore, "Reading files", total=len(sources), unit="")
     prepared = []
     for source in sources:
@@ -283,8 +313,8 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
                 item.set_id = existing[0]
             else:
                 segments = extract(source.path) if source.path else _extract_stored(sha256, source.name)
-                item.chunks = chunk_segments(segments, lambda text: len(tokenizer.encode(text, add_special=False)),
-                                             spec.retrieval.chunk_tokens, spec.retrieval.overlap_tokens)
+                item.chunks = chunk_segments(segments, tokenizer.count, spec.retrieval.chunk_tokens,
+                                             spec.retrieval.overlap_tokens)
                 report(Message(f"{source.name}: {len(item.chunks)} chunks."))
         prepared.append(item)
         meter.advance()
