@@ -36,8 +36,18 @@ def spec(model_dir, **fields):
 
 
 def snapshot(home: Path) -> dict[str, str]:
-    """Every file under the user directory and its content hash: what "nothing was written" compares."""
-    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+    """Every file under the user directory and its content hash (the database's by its rows, since SQLite may move
+    committed pages from its log into the file at any time): what "nothing was written" compares."""
+    def content(path: Path) -> bytes:
+        if path.suffix != ".db":
+            return path.read_bytes()
+        conn = sqlite3.connect(path)
+        try:
+            return "\n".join(conn.iterdump()).encode()
+        finally:
+            conn.close()
+
+    return {str(p.relative_to(home)): hashlib.sha256(content(p)).hexdigest()
             for p in sorted(home.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
 
 

@@ -261,12 +261,13 @@ class _Tokenizer:
 
     def fingerprint(self) -> str:
         known = self.conn.execute("SELECT value FROM settings WHERE key = ?", (self.key,)).fetchone()
-        if known is not None:
-            return known[0]
-        fingerprint = hashlib.sha256(self.loaded.backend.to_str().encode()).hexdigest()[:16]
-        with transaction(self.conn):
-            self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (self.key, fingerprint))
-        return fingerprint
+        return known[0] if known else hashlib.sha256(self.loaded.backend.to_str().encode()).hexdigest()[:16]
+
+    def remember(self) -> None:
+        """Keep the fingerprint, in the transaction of the version that used it (a failed write keeps nothing)."""
+        if self._loaded is not None:
+            self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                              (self.key, self.fingerprint()))
 
     def count(self, text: str) -> int:
         return len(self.loaded.encode(text, add_special=False))
@@ -278,7 +279,7 @@ def _chunking_key(tokenizer: _Tokenizer, spec: GptSpec) -> str:
 
 
 def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource], report: Report
-             ) -> tuple[list[_Prepared], str]:
+             ) -> tuple[list[_Prepared], str, _Tokenizer]:
     """Check, copy and cut every new file, before any row is written; returns them and how they were cut. Files
     whose content and cutting the store has already are not read again."""
     from gpts.knowledge import check_file, chunk_segments, extract
@@ -322,7 +323,7 @@ def _prepare(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource],
     for item in prepared:  # copied only once every file has been read: a refused file leaves no copies behind
         if item.source.path is not None:
             item.copied = blobs.put(item.source.path, item.sha256)
-    return prepared, chunking
+    return prepared, chunking, tokenizer
 
 
 def _extract_stored(sha256: str, name: str) -> list[Any]:
@@ -419,7 +420,7 @@ def _sources_for(spec: GptSpec, base_dir: Path | None, extra: list[FileSource]) 
 
 
 def _build(conn: sqlite3.Connection, spec: GptSpec, sources: list[FileSource], report: Report
-           ) -> tuple[list[_Prepared], str]:
+           ) -> tuple[list[_Prepared], str, _Tokenizer]:
     _check_model(spec)
     return _prepare(conn, spec, sources, report)
 
@@ -432,13 +433,14 @@ def create_gpt(spec: GptSpec, base_dir: Path | None = None, report: Report = ign
     """A new GPT from a spec; its knowledge paths are relative to `base_dir` (the spec file's folder)."""
     conn = conn or connect()
     check_free(conn, spec.slug)
-    prepared, chunking = _build(conn, spec, _sources_for(spec, base_dir, files or []), report)
+    prepared, chunking, tokenizer = _build(conn, spec, _sources_for(spec, base_dir, files or []), report)
 
     def write() -> None:
         check_free(conn, spec.slug)  # another process may have taken it meanwhile
         gpt_id = conn.execute("INSERT INTO gpts (slug, version, builtin, created_at) VALUES (?, 1, ?, ?)",
                               (spec.slug, int(builtin), now())).lastrowid
         _write_version(conn, gpt_id, 1, spec, prepared, "created", chunking)
+        tokenizer.remember()
 
     _commit(conn, prepared, write)
     return get_gpt(spec.slug, conn=conn)
@@ -478,7 +480,7 @@ def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec 
         kept = [FileSource(f.kind, f.name, sha256=f.sha256) for f in current.files
                 if not (f.kind == "knowledge" and f.name in replaced)]
         sources = [*kept, *added, *(files or [])]
-    prepared, chunking = _build(conn, spec, sources, report)
+    prepared, chunking, tokenizer = _build(conn, spec, sources, report)
 
     def write() -> None:
         row = _gpt_row(conn, slug)
@@ -487,6 +489,7 @@ def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec 
                             "Run the edit again: it will start from the new version.")
         number = conn.execute("SELECT max(number) FROM versions WHERE gpt_id = ?", (row["id"],)).fetchone()[0] + 1
         _write_version(conn, row["id"], number, spec, prepared, note, chunking)
+        tokenizer.remember()
         conn.execute("UPDATE gpts SET version = ? WHERE id = ?", (number, row["id"]))
 
     _commit(conn, prepared, write)
