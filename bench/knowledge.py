@@ -389,10 +389,19 @@ def _holds(normalized_text: str, normalized_answer: str) -> bool:
     return re.search(rf"(?<![0-9a-z]){a}(?![0-9a-z]|\.\d)", normalized_text) is not None
 
 
+_EN_DATE = re.compile(rf"(\d+) ({'|'.join(_MONTHS)}) (\d{{4}})")
+
+
 def contains_answer(text: str, answer: str) -> bool:
     """Whether `text` holds `answer`, normalized, not as part of a longer ASCII word or number (4817 is not in
-    14817, 48.7 not in 48.75; 艾达·伦斯克 is in 市长艾达·伦斯克主持)."""
-    return _holds(normalize(text), normalize(answer))
+    14817, 48.7 not in 48.75; 艾达·伦斯克 is in 市长艾达·伦斯克主持). An English date may also be written month
+    first (June 22, 1864 for 22 June 1864)."""
+    text = normalize(text)
+    forms = [answer]
+    if date := _EN_DATE.fullmatch(answer):
+        day, month, year = date.groups()
+        forms += [f"{month} {day}, {year}", f"{month} {day} {year}"]
+    return any(_holds(text, normalize(form)) for form in forms)
 
 
 def answer_clashes(knowledge: KnowledgeSet) -> list[tuple[Question, str]]:

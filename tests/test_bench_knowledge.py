@@ -57,6 +57,8 @@ def test_answers_are_matched_as_whole_values_after_normalizing():
     assert kb.contains_answer("It sells for 48.75 crowns.", "48.75")
     assert kb.contains_answer("由市长艾达·伦斯克主持开通。", "艾达·伦斯克")
     assert kb.contains_answer("The mayor was edda lunsk", "Edda Lunsk")
+    assert kb.contains_answer("It was opened on June 22, 1864 by", "22 June 1864")
+    assert not kb.contains_answer("It was opened on June 22, 1865 by", "22 June 1864")
 
 
 def test_the_answer_sample_is_seeded_and_spread_over_both_languages():
