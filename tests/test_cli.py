@@ -37,7 +37,7 @@ def test_generate_json_shape_and_seed(tiny_model_dir, monkeypatch, capsys):
     assert all(len(c["token_ids"]) == 6 and c["finish_reason"] == "length" for c in result["completions"])
     assert result["usage"] == {"prompt_tokens": result["timings"]["prompt_n"], "completion_tokens": 12}
     assert set(result["timings"]) == {"prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms",
-                                      "predicted_per_second"}
+                                      "predicted_per_second", "cache_n"}
     again = json.loads(run(monkeypatch, capsys, *args)[1])
     assert [c["token_ids"] for c in again["completions"]] == [c["token_ids"] for c in result["completions"]]
 

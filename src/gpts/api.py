@@ -20,7 +20,8 @@ from gpts.checkpoint import Checkpoint, save_native
 from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.fileio import check_writable
-from gpts.generate import BLANK_FIX, Completion, GenerationConfig, GenerationStream, Prompt, generate, stream
+from gpts.engine import GenerationStream, generate, stream
+from gpts.generate import BLANK_FIX, Completion, GenerationConfig, Prompt
 from gpts.model import GPT
 from gpts.refs import ALIASES, BUNDLED, ModelRef, bundled_path, resolve
 from gpts.registry import read_checkpoint

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from gpts.engine import Engine
 from gpts.errors import GptsError
 from gpts.events import Meter, Report, ignore
 from gpts.fileio import atomic_path, read_jsonl
@@ -434,15 +435,16 @@ def _greedy(loaded: LoadedModel, prompts: list[list[int]], max_new_tokens: int, 
 
 def generate_in_batches(loaded: LoadedModel, prompts: list[list[int]], batch_size: int,
                         advance: Callable[[int], None], **options: Any) -> list[Completion]:
-    """One completion per prompt, in prompt order, generated in batches of similar lengths (little padding)."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    completions: list[Completion] = [None] * len(prompts)  # type: ignore[list-item]  (each filled below)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        for i, completion in zip(batch, loaded.generate([prompts[i] for i in batch], **options)):
-            completions[i] = completion
-        advance(len(batch))
-    return completions
+    """One completion per prompt, in prompt order, on one engine of `batch_size` slots: a reply that ends frees its
+    slot for the next prompt at once."""
+    engine = Engine(loaded.gpt, loaded.tokenizer, max_batch=batch_size, max_queue=len(prompts))
+    config = loaded.generation_config(**options)
+    requests = [engine.submit(prompt, config) for prompt in prompts]
+    for request in requests:
+        for _ in request.events():  # reading one request runs the engine for all of them
+            pass
+        advance(1)
+    return [request.completions[0] for request in requests]
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path) -> Path:

@@ -1,23 +1,22 @@
-"""Text generation with Hugging Face `generate()` semantics, one token per step from a KV cache.
+"""Text generation with Hugging Face `generate()` semantics: the settings, the logits processors, the results.
 
-Layers, bottom up:
+- `GenerationConfig`: how to generate (Hugging Face's names; `stop` and the presence/frequency penalties are
+  OpenAI's);
 - logits processors: repetition penalty, then temperature, top-k, top-p, min-p (transformers' order and
-  definitions), and the sampler (argmax when temperature is 0, else a seeded multinomial draw);
-- the core loop on token ids: a batch of left-padded prompts, prefilled once, `num_return_sequences` samples
-  per prompt sharing that prefill, per-sequence finish on eos, stop string or length;
-- a thin text layer per sequence (a tokenizer's stream decoder): text deltas that never hold half a UTF-8
-  character and never show text that a stop string later removes.
+  definitions), and OpenAI's presence and frequency penalties on the tokens generated so far;
+- a text layer per sequence (a tokenizer's stream decoder): text deltas that never hold half a UTF-8 character and
+  never show text that a stop string later removes;
+- the results: `StreamEvent` (one token of one sequence), `Completion` (a finished sequence), `Timings`.
 
-`stream()` yields one `StreamEvent` per sequence per step; `generate()` drains the same stream and returns
-the `Completion`s. There is no second code path.
+The loop that runs them is the batching engine (gpts.engine), which every caller uses: `stream()` and
+`generate()` there run a request on a private engine in the caller's thread, the server on a shared one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +25,6 @@ import torch
 from gpts.errors import GptsError
 
 if TYPE_CHECKING:
-    from gpts.model import GPT
     from gpts.tokenizer import Tokenizer
 
 # New tokens when neither max_new_tokens nor max_length is set (capped by what the context has left).
@@ -37,7 +35,7 @@ MIN_SCALE = 1e-6
 
 BLANK_FIX = "Give it some text: a model has nothing to answer or continue in whitespace alone."
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "abort"]  # abort: the caller cancelled it
 Prompt = str | Sequence[int]
 
 
@@ -52,6 +50,8 @@ class GenerationConfig:
     top_p: float = 1.0  # 1.0: off
     min_p: float = 0.0  # 0.0: off
     repetition_penalty: float = 1.0  # 1.0: off
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token generated so far; 0: off
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted once per occurrence in the generated tokens; 0: off
     stop: list[str] = field(default_factory=list)  # the text is cut before the first one that appears
     eos_token_ids: list[int] | None = None  # None: the tokenizer's
     ignore_eos: bool = False
@@ -110,6 +110,9 @@ class GenerationConfig:
             raise bad("min_p", "in [0, 1] (0 turns it off)")
         if not (is_num(self.repetition_penalty) and self.repetition_penalty >= MIN_SCALE):
             raise bad("repetition_penalty", f"a number >= {MIN_SCALE:g} (1 turns it off)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not (is_num(getattr(self, name)) and -2 <= getattr(self, name) <= 2):
+                raise bad(name, "in [-2, 2] (0 turns it off)")
         if not (is_int(self.num_return_sequences) and self.num_return_sequences >= 1):
             raise bad("num_return_sequences", "a whole number >= 1")
         if not (isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop)):
@@ -161,10 +164,20 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(remove, -math.inf)
 
 
-def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """All processors in transformers' order; the warpers only when sampling, as there."""
+def presence_frequency_penalty(logits: torch.Tensor, counts: torch.Tensor, presence: float,
+                               frequency: float) -> torch.Tensor:
+    """OpenAI's penalties: counts (B, V) are the occurrences of each token in what was generated so far."""
+    return logits - presence * (counts > 0) - frequency * counts
+
+
+def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.Tensor | None = None,
+                   counts: torch.Tensor | None = None) -> torch.Tensor:
+    """All processors in transformers' order, OpenAI's penalties after the repetition penalty (as vLLM); the
+    warpers only when sampling, as in transformers."""
     if config.repetition_penalty != 1.0:
         logits = repetition_penalty(logits, seen, config.repetition_penalty)
+    if config.presence_penalty or config.frequency_penalty:
+        logits = presence_frequency_penalty(logits, counts, config.presence_penalty, config.frequency_penalty)
     if config.greedy:
         return logits
     if config.temperature != 1.0:
@@ -196,6 +209,7 @@ class Timings:
     prompt_ms: float
     predicted_n: int
     predicted_ms: float
+    cache_n: int = 0  # prompt tokens whose keys and values came from the prefix cache (not computed again)
 
     @property
     def prompt_per_second(self) -> float:
@@ -210,12 +224,15 @@ class Timings:
                 "predicted_per_second": self.predicted_per_second}
 
 
-def _tokens(n: int, kind: str = "") -> str:
+def count_tokens(n: int, kind: str = "") -> str:
     return f"{n:,} {kind}token{'s' * (n != 1)}"
 
 
 def _per_second(n: int, ms: float) -> float:
     return n / ms * 1000 if ms > 0 else 0.0
+
+
+TopLogprobs = tuple[tuple[int, float], ...]
 
 
 @dataclass
@@ -226,6 +243,8 @@ class Completion:
     token_ids: list[int]  # every generated token, the final eos or stop-string tokens included
     finish_reason: FinishReason
     timings: Timings
+    logprobs: list[float] | None = None  # when asked: each token's log-probability under the model
+    top_logprobs: list[TopLogprobs] | None = None  # when asked: the most likely tokens at each step
 
     @property
     def prompt_tokens(self) -> int:
@@ -242,12 +261,14 @@ class StreamEvent:
     token_id: int
     text: str
     finish_reason: FinishReason | None = None
+    logprob: float | None = None  # when asked: log P(token) under the model's own distribution (before sampling)
+    top_logprobs: TopLogprobs | None = None  # when asked: (token id, log-probability), most likely first
 
 
 # -- the text layer -----------------------------------------------------------------------------------
 
 
-class _TextStream:
+class TextStream:
     """One sequence's text: the tokenizer's stream decoder, then stop strings.
 
     Invariant: the emitted text never contains the start of a stop string that could still complete, because
@@ -286,215 +307,3 @@ class _TextStream:
             if any(s.startswith(pending[-n:]) for s in self.stop):
                 return n
         return 0
-
-
-@dataclass
-class _Sequence:
-    prompt_index: int
-    text: _TextStream
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
-    finished_at: float = 0.0
-
-
-# -- the generation loop ------------------------------------------------------------------------------
-
-
-class GenerationStream:
-    """Iterate for `StreamEvent`s; afterwards `completions` holds the results.
-
-    Everything that can be wrong with the request (config, prompts, context overflow) is checked when the
-    stream is created, before any event.
-    """
-
-    # Queue each step on the device before the previous step's tokens reach the host, so the device never
-    # waits for Python (the price: one step computed in vain at the end). None: on accelerators, not on CPU.
-    lookahead: bool | None = None
-
-    def __init__(self, model: GPT, prompts: Prompt | Sequence[Prompt], config: GenerationConfig | None = None,
-                 tokenizer: Tokenizer | None = None, **overrides: Any):
-        config = dataclasses.replace(config or GenerationConfig(), **overrides)
-        config.validate()
-        if config.stop and tokenizer is None:
-            raise GptsError("Stop strings need a tokenizer.", "Pass the model's tokenizer, or drop `stop`.")
-        self.model, self.config, self.tokenizer = model, config, tokenizer
-        prompts = self._prompt_ids(prompts)
-        if config.ignore_eos:
-            eos_ids: list[int] = []
-        elif config.eos_token_ids is not None:
-            eos_ids = config.eos_token_ids
-        else:
-            eos_ids = sorted(tokenizer.eos_ids) if tokenizer is not None else []
-        self.eos_ids = [i for i in eos_ids if i < model.config.vocab_size]  # others can never come
-        self.prompts, self.steps = self._fit_context(prompts)
-        self._events = self._run()
-        self._completions: list[Completion] | None = None
-
-    def __iter__(self) -> Iterator[StreamEvent]:
-        return self._events
-
-    @property
-    def completions(self) -> list[Completion]:
-        if self._completions is None:
-            raise RuntimeError("The stream has not been read to the end yet.")
-        return self._completions
-
-    # -- preparation ----------------------------------------------------------------------------------
-
-    def _prompt_ids(self, prompts: Prompt | Sequence[Prompt]) -> list[list[int]]:
-        if isinstance(prompts, torch.Tensor):
-            prompts = prompts.tolist()
-        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts
-                                        and all(isinstance(t, int) for t in prompts)):
-            prompts = [prompts]
-        if not prompts:
-            raise GptsError("No prompt given.", "Pass a prompt (text or token ids), or a list of them.")
-        out = []
-        for p in prompts:
-            if isinstance(p, str):
-                if self.tokenizer is None:
-                    raise GptsError("A text prompt needs a tokenizer.", "Pass the tokenizer, or token ids.")
-                if not p.strip():
-                    raise GptsError("The prompt is blank.", BLANK_FIX)
-                p = self.tokenizer.encode(p)
-            ids = [int(t) for t in p]
-            if not ids:
-                raise GptsError("The prompt is empty (no tokens).",
-                                "Give at least one token of prompt; the model needs something to continue.")
-            vocab = self.model.config.vocab_size
-            if min(ids) < 0 or max(ids) >= vocab:
-                raise GptsError(f"The prompt has token ids outside the vocabulary (0..{vocab - 1}).",
-                                "The tokenizer and the model do not belong together.")
-            out.append(ids)
-        return out
-
-    def _fit_context(self, prompts: list[list[int]]) -> tuple[list[list[int]], int]:
-        """The prompts (truncated if asked) and the number of steps, the same for every row as in HF."""
-        cfg, context = self.config, self.model.config.context_length
-        longest = max(len(p) for p in prompts)
-        if cfg.max_new_tokens is not None:
-            steps = cfg.max_new_tokens
-        elif cfg.max_length is not None:
-            steps = cfg.max_length - longest
-            if steps < 1:
-                raise GptsError(f"max_length={cfg.max_length} leaves no room for new tokens after the "
-                                f"{longest}-token prompt.", "Raise max_length, or set max_new_tokens instead.")
-        else:  # neither: a default that shrinks to what the context has left
-            steps = max(1, min(DEFAULT_MAX_NEW_TOKENS, context - longest))
-        if longest + steps <= context:
-            return prompts, steps
-        keep = context - steps
-        if keep < 1:
-            raise GptsError(f"{steps} new tokens leave no room for a prompt in the model's {context}-token context.",
-                            f"Ask for at most {context - 1} new tokens.")
-        if not cfg.truncate:
-            asked = cfg.max_new_tokens is not None or cfg.max_length is not None
-            new = _tokens(steps, "new ") if asked else "at least one new token"
-            raise GptsError(f"A prompt of {_tokens(longest)} plus {new} does not fit the model's context of "
-                            f"{_tokens(context)}.",
-                            "Shorten the prompt, ask for fewer new tokens, or turn on truncation (--truncate), "
-                            "which drops the start of the prompt.")
-        return [p[-keep:] for p in prompts], steps
-
-    # -- the loop -------------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def _run(self) -> Iterator[StreamEvent]:
-        model, cfg, n = self.model, self.config, self.config.num_return_sequences
-        device, vocab = model.device, model.config.vocab_size
-        lengths = [len(p) for p in self.prompts]
-        P, L, B = len(self.prompts), max(lengths), len(self.prompts) * n
-        started = time.perf_counter()
-
-        idx = torch.tensor([[0] * (L - len(p)) + p for p in self.prompts], device=device)  # left-padded (P, L)
-        padded = min(lengths) < L
-        key_mask = pos = None
-        if padded:  # one mask for the whole run: the model reads its first S columns each step
-            key_mask = torch.ones(P, L + self.steps, dtype=torch.bool, device=device)
-            key_mask[:, :L] = torch.arange(L, device=device) >= L - torch.tensor(lengths, device=device)[:, None]
-            pos = (key_mask[:, :L].cumsum(1) - 1).clamp(min=0)
-        seen = seen_tokens(idx, vocab, key_mask[:, :L] if padded else None) if cfg.repetition_penalty != 1 else None
-
-        cache = model.new_cache(P, L + self.steps - 1)
-        logits = model(idx, pos=pos, cache=cache, key_mask=key_mask, last_only=True)[:, -1]
-        pos = pos[:, -1:] if padded else None  # (P, 1): each row's last position; None: the cache's length
-        if n > 1:  # the samples of one prompt share its prefill
-            rows = torch.arange(P, device=device).repeat_interleave(n)
-            cache.select(rows)
-            logits, key_mask, pos, seen = (t if t is None else t[rows] for t in (logits, key_mask, pos, seen))
-
-        generator = None
-        if not cfg.greedy:
-            generator = torch.Generator(device=device)
-            if cfg.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(cfg.seed)
-        eos = torch.tensor(self.eos_ids, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)  # rows that produced an eos: fed eos after
-        feed = self.eos_ids[0] if self.eos_ids else 0
-
-        def pick(logits: torch.Tensor) -> torch.Tensor:
-            token = sample(process_logits(logits.float(), cfg, seen), cfg, generator)
-            if self.eos_ids:
-                token = token.masked_fill(done, feed)
-                done.logical_or_(torch.isin(token, eos))
-            if seen is not None:
-                seen.scatter_(1, token[:, None], True)
-            return token
-
-        def advance(token: torch.Tensor) -> torch.Tensor:
-            nonlocal pos
-            if pos is not None:
-                pos = pos + 1
-            return pick(model(token[:, None], pos=pos, cache=cache, key_mask=key_mask, last_only=True)[:, -1])
-
-        seqs = [_Sequence(i // n, _TextStream(self.tokenizer, cfg.stop)) for i in range(B)]
-        eos_ids = set(self.eos_ids)
-        lookahead = device.type != "cpu" if self.lookahead is None else self.lookahead
-        token = pick(logits)
-        prompt_ms = None
-        for step in range(self.steps):
-            last = step == self.steps - 1
-            queued = advance(token) if lookahead and not last else None
-            ids = token.tolist()
-            now = time.perf_counter()
-            if prompt_ms is None:
-                prompt_ms, first_at = (now - started) * 1000, now
-            for i, (seq, tid) in enumerate(zip(seqs, ids)):
-                if seq.finish_reason:
-                    continue
-                seq.token_ids.append(tid)
-                if tid in eos_ids:
-                    text, reason = seq.text.finish(), "stop"
-                else:
-                    text, stopped = seq.text.push(tid)
-                    reason = "stop" if stopped else "length" if last else None
-                    if reason == "length":
-                        text += seq.text.finish()
-                if reason:
-                    seq.finish_reason, seq.finished_at = reason, now
-                yield StreamEvent(i, tid, text, reason)
-            if last or all(s.finish_reason for s in seqs):
-                break
-            token = queued if queued is not None else advance(token)
-
-        self._completions = [
-            Completion(i, s.prompt_index, s.text.text, s.token_ids, s.finish_reason,
-                       Timings(lengths[s.prompt_index], prompt_ms, len(s.token_ids), (s.finished_at - first_at) * 1000))
-            for i, s in enumerate(seqs)]
-
-
-def stream(model: GPT, prompts: Prompt | Sequence[Prompt], config: GenerationConfig | None = None,
-           tokenizer: Tokenizer | None = None, **overrides: Any) -> GenerationStream:
-    """Generate, event by event. `overrides` replace fields of `config` (e.g. max_new_tokens=20)."""
-    return GenerationStream(model, prompts, config, tokenizer, **overrides)
-
-
-def generate(model: GPT, prompts: Prompt | Sequence[Prompt], config: GenerationConfig | None = None,
-             tokenizer: Tokenizer | None = None, **overrides: Any) -> list[Completion]:
-    """Generate to the end: one Completion per prompt and sample, in order (see Completion.index)."""
-    events = stream(model, prompts, config, tokenizer, **overrides)
-    for _ in events:
-        pass
-    return events.completions

@@ -53,6 +53,84 @@ class KVCache:
         self.v = self.v.index_select(1, rows)
 
 
+class SlotCache:
+    """The batching engine's cache: `slots` independent rows, each with its own length, growing on demand.
+
+    Every forward pass goes through a view: `prefill(slot, start)` writes T new tokens of one slot at
+    [start, start + T); `decode(cols, S)` writes one token for each of the slots [0, B) at its own column cols[b]
+    and returns keys [0, S) (the caller's mask hides each row's columns past its own). Both views look to the
+    model like a KVCache (update, length, max_len).
+    """
+
+    def __init__(self, config: Config, slots: int, dtype: torch.dtype, device: torch.device | str, max_len: int = 64):
+        self.config, self.slots = config, slots
+        self.k = self.v = torch.zeros(0)
+        self._alloc(min(max_len, config.context_length), dtype, device)
+
+    def _alloc(self, max_len: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        c = self.config
+        shape = (c.n_layer, self.slots, c.n_kv_head, max_len, c.head_dim)
+        k, v = torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+        if self.k.dim() == 5:  # growing: keep what the slots hold
+            k[:, :, :, :self.k.shape[3]], v[:, :, :, :self.k.shape[3]] = self.k, self.v
+        self.k, self.v = k, v
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def ensure(self, length: int) -> None:
+        """Room for `length` tokens per slot: doubled as needed (the copy is rare), never past the context."""
+        if length > self.max_len:
+            new = min(max(length, 2 * self.max_len), self.config.context_length)
+            self._alloc(new, self.k.dtype, self.k.device)
+
+    def copy(self, source: int, target: int, length: int) -> None:
+        """Copy the first `length` columns of slot `source` into slot `target` (a shared prompt prefix)."""
+        self.k[:, target, :, :length] = self.k[:, source, :, :length]
+        self.v[:, target, :, :length] = self.v[:, source, :, :length]
+
+    def prefill(self, slot: int, start: int) -> _PrefillView:
+        return _PrefillView(self, slot, start)
+
+    def decode(self, cols: torch.Tensor, S: int) -> _DecodeView:
+        return _DecodeView(self, cols, S)
+
+
+class _PrefillView:
+    def __init__(self, cache: SlotCache, slot: int, start: int):
+        self.cache, self.slot, self.length = cache, slot, start
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (1, nkv, T, hs) -> this slot's keys/values so far (1, nkv, S, hs)."""
+        s, end = self.slot, self.length + k.shape[2]
+        self.cache.k[layer, s:s + 1, :, self.length:end] = k
+        self.cache.v[layer, s:s + 1, :, self.length:end] = v
+        return self.cache.k[layer, s:s + 1, :, :end], self.cache.v[layer, s:s + 1, :, :end]
+
+
+class _DecodeView:
+    def __init__(self, cache: SlotCache, cols: torch.Tensor, S: int):
+        self.cache, self.cols, self.S = cache, cols, S
+        self.rows = torch.arange(len(cols), device=cols.device)
+        self.length = S - 1  # the model reads start = S - 1 for its one new token (positions come from pos)
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (B, nkv, 1, hs), one token per slot [0, B) at its column -> keys/values (B, nkv, S, hs)."""
+        B = len(self.cols)
+        self.cache.k[layer, self.rows, :, self.cols] = k[:, :, 0]
+        self.cache.v[layer, self.rows, :, self.cols] = v[:, :, 0]
+        return self.cache.k[layer, :B, :, :self.S], self.cache.v[layer, :B, :, :self.S]
+
+
 # -- rotary position embeddings (Llama) -------------------------------------------------------------
 
 
@@ -233,11 +311,13 @@ class GPT(nn.Module):
         return KVCache(self.config, batch_size, max_len or self.config.context_length, self.dtype, self.device)
 
     def forward(self, idx: torch.Tensor, pos: torch.Tensor | None = None, cache: KVCache | None = None,
-                key_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                key_mask: torch.Tensor | None = None, last_only: bool = False,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens idx (B, T), or (B, 1, V) with last_only.
 
         pos (B, T): each token's position (default: consecutive after what the cache holds).
         key_mask (B, S): False for slots that hold padding, so no token attends to them.
+        mask (B, 1, T, S) bool: where each query may attend, given whole (the engine's rows of different lengths).
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -257,7 +337,8 @@ class GPT(nn.Module):
             x = x + self.wpe(pos)
         else:
             rope = rope_cos_sin(self.config, pos, x.dtype)  # 2 x (B, 1, T, hs)
-        mask = self._attention_mask(T, start, key_mask, idx.device)
+        if mask is None:
+            mask = self._attention_mask(T, start, key_mask, idx.device)
         for block in self.blocks:
             x = block(x, rope, cache, mask)
         if cache is not None:

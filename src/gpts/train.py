@@ -728,7 +728,7 @@ class Trainer:
         return self.val_loss(starts), False
 
     def sample(self) -> str:
-        from gpts.generate import generate
+        from gpts.engine import generate
 
         prompt = self.prompt[-max(1, self.config.block_size // 2):]
         new_tokens = min(self.config.sample_tokens, self.model.config.context_length - len(prompt))
