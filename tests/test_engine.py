@@ -12,6 +12,8 @@ from gpts.errors import GptsError
 from gpts.generate import GenerationConfig, presence_frequency_penalty, process_logits
 
 VOCAB = 97
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest, and immune to busy cores
+
 PROMPTS = [[5, 17, 33, 2, 81, 9, 44], [12, 7], [60, 61, 62, 63, 1, 2, 3, 4, 5, 6, 7, 8, 9], [3], [40, 41, 42]]
 
 
