@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gpts.errors import GptsError
+from gpts.errors import ContextTooLong, GptsError
 from gpts.spec import EVALUATION_KINDS, GptSpec, evaluation_kind, render_instructions
 from gpts.store.catalogue import Gpt
 from gpts.store.fts import query_terms
@@ -85,7 +85,7 @@ def fit_prompt(spec: GptSpec, history: Messages, message: str, passages: Sequenc
             passages.pop()
             dropped_passages += 1
         else:
-            raise GptsError(f"The instructions, examples and message take {tokens:,} tokens, more than the "
+            raise ContextTooLong(f"The instructions, examples and message take {tokens:,} tokens, more than the "
                             f"{budget:,} the model's context leaves beside the reply.",
                             "Shorten the instructions, the examples or the message, or ask for a shorter reply "
                             "(--max-new-tokens).")

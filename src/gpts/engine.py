@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from gpts.errors import GptsError
+from gpts.errors import ContextTooLong, GptsError
 from gpts.generate import (BLANK_FIX, DEFAULT_MAX_NEW_TOKENS, Completion, FinishReason, GenerationConfig, Prompt,
                            StreamEvent, TextStream, Timings, TopLogprobs, count_tokens, process_logits, seen_tokens)
 
@@ -53,10 +53,6 @@ class QueueFull(GptsError):
 
 class EngineClosed(GptsError):
     """The engine is shutting down and takes no new requests (the server answers 503)."""
-
-
-class ContextTooLong(GptsError):
-    """A prompt and the tokens asked for do not fit the model's context."""
 
 
 class TokenConstraint(Protocol):

@@ -4,6 +4,10 @@ The CLI prints `GptsError` as a short paragraph (what went wrong, then how to fi
 non-zero without a traceback; any other exception is a bug and keeps its traceback.
 """
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
 
 class GptsError(Exception):
     def __init__(self, problem: str, fix: str = ""):
@@ -14,3 +18,29 @@ class GptsError(Exception):
 
 class GptsWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints it as one 'Warning:' line)."""
+
+
+class NotFoundError(GptsError):
+    """What was named does not exist (a GPT, one of its versions or files, a conversation): the server's 404."""
+
+
+class ContextTooLong(GptsError):
+    """A prompt and the tokens asked for do not fit the model's context: the server's 400 context_length_exceeded."""
+
+
+class ConflictError(GptsError):
+    """The change clashes with what the store holds (a slug that is taken, an edit that lost a race): a 409."""
+
+
+@contextmanager
+def naming(names: Mapping[Any, str]) -> Iterator[None]:
+    """GptsErrors raised inside speak of each temporary file gpts named (a key, a path) by the name the user knows
+    it by (its value: the file uploaded, the URL downloaded)."""
+    try:
+        yield
+    except GptsError as e:
+        by_length = sorted(((str(path), name) for path, name in names.items()), key=lambda p: -len(p[0]))
+        for path, name in by_length:  # the longest first: a path may hold a shorter one
+            e.problem, e.fix = e.problem.replace(path, name), e.fix.replace(path, name)
+        e.args = (f"{e.problem} {e.fix}".strip(),)
+        raise

@@ -389,6 +389,20 @@ def _check_labels(labels: list[str]) -> list[str]:
     return list(labels)
 
 
+def check_file(path: str | Path) -> tuple[str, int]:
+    """The checks of `load_dataset` that need no model (all but the chat template's), for a file that arrives before
+    its model is known, such as an upload to `gpts serve`: (its format, its number of examples), or one GptsError
+    listing every problem with its line numbers."""
+    path = Path(path)
+    fmt = _detect_format(path)
+    label_set = _labels_in(path) if fmt == "classification" else None
+    problems = _Problems()
+    examples = sum(_messages(line, fmt, label_set, None, problems.adder(line.number)) is not None
+                   for line in read_jsonl(path))
+    problems.raise_if_any(path, fmt)
+    return fmt, examples
+
+
 def load_dataset(path: str | Path, tokenizer: Tokenizer, max_len: int, labels: list[str] | None = None,
                  instructions: str | None = None, report: Report = ignore,
                  purpose: Literal["training", "validation"] = "training") -> FinetuneDataset:

@@ -240,7 +240,15 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return path or "the spec"
 
 
-def validation_error(e: ValidationError, where: str) -> GptsError:
+class SpecError(GptsError):
+    """An invalid spec; `field` is the field at fault ("examples[0][1].role"), which the server names as `param`."""
+
+    def __init__(self, problem: str, fix: str, field: str):
+        super().__init__(problem, fix)
+        self.field = field
+
+
+def validation_error(e: ValidationError, where: str) -> SpecError:
     """A pydantic error as a user reads it: the field, what is wrong with it, and the file it is in."""
     first = e.errors()[0]
     field = _field_path(first["loc"])
@@ -253,8 +261,8 @@ def validation_error(e: ValidationError, where: str) -> GptsError:
     elif kind == "missing":
         message = "required"
     more = f" ({len(e.errors()) - 1} more problem(s) after this one)" if len(e.errors()) > 1 else ""
-    return GptsError(f"Invalid GPT spec{where}: {field}: {message}.{more}",
-                     "Fix that field; the README's section on custom GPTs shows every field of a spec.")
+    return SpecError(f"Invalid GPT spec{where}: {field}: {message}.{more}",
+                     "Fix that field; the README's section on custom GPTs shows every field of a spec.", field)
 
 
 def parse_spec(data: Any, where: str = "") -> GptSpec:

@@ -7,6 +7,8 @@
     evaluate.py   eval perplexity | classify | choice | generate
     store.py      create, list, show, search, edit, versions, restore, rm, rate, featured, trending, export, import
     run.py        run (talk with a custom GPT), conversations
+    serve.py      serve (the OpenAI-compatible API)
+    keys.py       keys create | list | revoke (the API keys `gpts serve` accepts)
     common.py     what they share: consoles, option types, the sampling flags, running a long job
 
 Command modules import nothing heavy at the top, so `gpts --help` and errors in flags come back at once.
@@ -19,7 +21,7 @@ import sys
 
 import typer
 
-from gpts.cli import chat, evaluate, finetune, models, run, store, train
+from gpts.cli import chat, evaluate, finetune, keys, models, run, serve, store, train
 from gpts.errors import GptsError
 from gpts.terminal import print_error, show_warnings
 
@@ -51,6 +53,8 @@ app.command()(store.trending)
 app.command()(store.export)
 app.command("import")(store.import_)
 app.command()(run.conversations)
+app.command()(serve.serve)
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

@@ -343,13 +343,22 @@ def export(slug: SlugArg, out_path: Annotated[Optional[Path], typer.Option("--ou
     print_plain(f"Wrote {export_gpt(slug, out_path, version)}")
 
 
-def import_(path: Annotated[Path, typer.Argument(help="A .gpt file, or an Ollama Modelfile.")],
-            as_slug: Annotated[Optional[str], typer.Option("--as", help="Import under this slug.")] = None) -> None:
-    """Add a GPT to the store: from a .gpt file (every file in it checked first), or from an Ollama Modelfile."""
+def import_(source: Annotated[str, typer.Argument(
+                help="A .gpt file, an Ollama Modelfile, or a GPT's URL on a gpts server: "
+                     "http://HOST:PORT/v1/gpts/SLUG.", metavar="PATH_OR_URL")],
+            as_slug: Annotated[Optional[str], typer.Option("--as", help="Import under this slug.")] = None,
+            api_key: Annotated[Optional[str], typer.Option(
+                envvar="GPTS_API_KEY", help="The server's API key, for a URL.")] = None) -> None:
+    """Add a GPT to the store: from a .gpt file (every file in it checked first), an Ollama Modelfile, or another
+    gpts server (`gpts serve`), so that a team can share one store."""
     from gpts.store import import_gpt, import_modelfile, is_bundle
+    from gpts.store.bundles import import_gpt_url, is_url
 
+    path = Path(source)
     with EventView() as view:
-        if path.is_file() and not is_bundle(path) and "modelfile" in path.name.lower():
+        if is_url(source):
+            gpt = import_gpt_url(source, as_slug, api_key, view)
+        elif path.is_file() and not is_bundle(path) and "modelfile" in path.name.lower():
             gpt = import_modelfile(path, as_slug, view)
         else:
             gpt = import_gpt(path, as_slug, view)

@@ -1,20 +1,27 @@
 """A GPT as one file to share (NAME.gpt): its spec, its knowledge and evaluation files, and its LoRA adapter when
 its model is one (the adapter names its base model, which the receiver must have). The archive format and its
-safety checks are gpts.store.archive; this module maps a GPT to an archive and back."""
+safety checks are gpts.store.archive; this module maps a GPT to an archive and back, and fetches one from another
+gpts server's export endpoint (a team's shared store)."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
+import re
 import shutil
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
-from gpts.errors import GptsError
-from gpts.events import Report, ignore
+from gpts.errors import GptsError, NotFoundError, naming
+from gpts.events import Meter, Report, ignore
 from gpts.fileio import check_writable
 from gpts.refs import is_adapter_dir
 from gpts.spec import check_slug, parse_spec
-from gpts.store.archive import read_bundle, write_bundle
+from gpts.store.archive import Limits, read_bundle, write_bundle
 from gpts.store.catalogue import FileSource, Gpt, check_free, create_gpt, file_bytes, get_gpt
 from gpts.store.db import connect, store_dir
 
@@ -113,6 +120,97 @@ def _keep_adapter(members: dict[str, Path]) -> Path:
             shutil.copyfile(extracted, staging / name)
         staging.rename(home)
     return home
+
+
+# -- from another gpts server ----------------------------------------------------------------------------------------
+
+# A downloaded bundle may be as large as one gpts unpacks at most.
+MAX_DOWNLOAD_BYTES = Limits().max_total_bytes
+DOWNLOAD_TIMEOUT_S = 60.0  # for each connect and each read, not the whole download
+_GPT_PATH = re.compile(r"/v1/gpts/[a-z0-9]+(-[a-z0-9]+)*/?$")  # after any prefix of a proxy
+URL_FORM = "http://HOST:PORT/v1/gpts/SLUG (or its export URL, .../v1/gpts/SLUG/export)"
+
+
+def is_url(source: str) -> bool:
+    """A URL rather than a path (any scheme: one gpts cannot fetch is an error that says so)."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
+
+
+def export_url(url: str) -> str:
+    """The export endpoint of the GPT at `url`: its URL on a gpts server plus /export, or its export URL as given."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GptsError(f"{url} is not an http(s) URL of a GPT.", f"Give the GPT's URL on its server: {URL_FORM}.")
+    if _GPT_PATH.search(parts.path):
+        parts = parts._replace(path=parts.path.rstrip("/") + "/export")
+    return urllib.parse.urlunsplit(parts)
+
+
+def import_gpt_url(url: str, slug: str | None = None, api_key: str | None = None, report: Report = ignore,
+                   max_bytes: int = MAX_DOWNLOAD_BYTES) -> Gpt:
+    """Install a GPT from another gpts server (`gpts serve`): the bundle its export endpoint sends, with `api_key`
+    as the bearer token, downloaded to a temporary file in the store and imported as a .gpt file is."""
+    url = export_url(url)
+    if slug is not None:
+        check_slug(slug)  # before the download
+    store_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=store_dir()) as tmp:
+        path = Path(tmp) / "download.gpt"
+        content_type = _download(url, path, api_key, max_bytes, report)
+        if not is_bundle(path):
+            raise GptsError(f"{url} sent no .gpt bundle (it sent {content_type or 'something else'}).",
+                            f"Give a GPT's URL on a gpts server: {URL_FORM}.")
+        with naming({path: url}):
+            return import_gpt(path, slug, report)
+
+
+def _download(url: str, out: Path, api_key: str | None, max_bytes: int, report: Report) -> str:
+    """Stream `url` into `out`, at most `max_bytes`; returns the Content-Type the server gave."""
+    request = urllib.request.Request(url, headers={"Accept": "application/zip"})
+    if api_key:
+        request.add_unredirected_header("Authorization", f"Bearer {api_key}")  # never sent on to another host
+    host = urllib.parse.urlsplit(url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, out.open("wb") as f:
+            declared = response.headers.get("Content-Length", "")
+            total = int(declared) if declared.isdigit() else None
+            if total is not None and total > max_bytes:
+                raise _too_large(url, max_bytes)
+            meter = Meter(report, f"Downloading from {host}", total, "bytes")
+            while chunk := response.read(1024 * 1024):
+                if meter.completed + len(chunk) > max_bytes:
+                    raise _too_large(url, max_bytes)
+                f.write(chunk)
+                meter.advance(len(chunk))
+            meter.done()
+            return response.headers.get_content_type()
+    except urllib.error.HTTPError as e:
+        raise _refused(url, e, api_key) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or e
+        raise GptsError(f"Cannot download {url}: {reason}.",
+                        f"Check the address, and that `gpts serve` runs on {host}, reachable from here.") from None
+
+
+def _too_large(url: str, max_bytes: int) -> GptsError:
+    return GptsError(f"{url} sends more than {max_bytes:,} bytes, more than any .gpt bundle gpts imports.",
+                     f"Check the URL: {URL_FORM}.")
+
+
+def _refused(url: str, e: urllib.error.HTTPError, api_key: str | None) -> GptsError:
+    """The server's refusal, with its own words when it sent an OpenAI-shaped error."""
+    try:
+        message = json.loads(e.read())["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        message = e.reason
+    if e.code == 401:
+        problem = "refused the API key given" if api_key else "wants an API key"
+        return GptsError(f"The server at {url} {problem} (401: {message}).",
+                         "Pass the server's key with --api-key KEY, or set GPTS_API_KEY.")
+    if e.code == 404:
+        return NotFoundError(f"{url}: {message} (404).", f"Check the URL: {URL_FORM}. `curl "
+                             f"{urllib.parse.urljoin(url, '/v1/gpts')}` lists the GPTs there.")
+    return GptsError(f"{url} answered {e.code}: {message}.", "See the server's log for more.")
 
 
 # -- Ollama --------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from gpts.errors import GptsError
+from gpts.errors import ConflictError, GptsError, NotFoundError
 from gpts.events import Message, Meter, Report, ignore
 from gpts.spec import CATEGORIES, GptSpec, evaluation_kind, parse_spec
 from gpts.store import files as blobs
@@ -96,7 +96,7 @@ def _gpt_row(conn: sqlite3.Connection, slug: str) -> sqlite3.Row:
         close = [r[0] for r in conn.execute("SELECT slug FROM gpts WHERE instr(slug, ?) ORDER BY slug LIMIT 5",
                                             (slug[:4],))]
         hint = f" Similar: {', '.join(close)}." if close else ""
-        raise GptsError(f"No GPT named {slug!r} in the store.{hint}", "See `gpts list`, or `gpts search WORDS`.")
+        raise NotFoundError(f"No GPT named {slug!r} in the store.{hint}", "See `gpts list`, or `gpts search WORDS`.")
     return row
 
 
@@ -104,7 +104,7 @@ def _load(conn: sqlite3.Connection, row: sqlite3.Row, version: int | None = None
     number = row["version"] if version is None else version
     v = conn.execute("SELECT * FROM versions WHERE gpt_id = ? AND number = ?", (row["id"], number)).fetchone()
     if v is None:
-        raise GptsError(f"{row['slug']} has no version {number} (versions 1 to {row['version']}).",
+        raise NotFoundError(f"{row['slug']} has no version {number} (versions 1 to {row['version']}).",
                         f"See `gpts versions {row['slug']}`.")
     stored = conn.execute(
         "SELECT vf.kind, vf.name, vf.sha256, f.size, (SELECT count(*) FROM chunks c WHERE c.set_id = vf.set_id) "
@@ -448,7 +448,7 @@ def create_gpt(spec: GptSpec, base_dir: Path | None = None, report: Report = ign
 
 def check_free(conn: sqlite3.Connection, slug: str) -> None:
     if conn.execute("SELECT 1 FROM gpts WHERE slug = ?", (slug,)).fetchone():
-        raise GptsError(f"A GPT with the slug {slug!r} exists already.",
+        raise ConflictError(f"A GPT with the slug {slug!r} exists already.",
                         f"Give the new one another slug (slug: in a spec, --slug with flags, --as on import), or "
                         f"change the existing one with `gpts edit {slug}`.")
 
@@ -473,7 +473,7 @@ def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec 
             raise GptsError(f"Nothing to change in {slug}.", "Pass what to change, e.g. --instructions TEXT.")
         unknown = remove_knowledge - {f.name for f in current.knowledge}
         if unknown:
-            raise GptsError(f"{slug} has no knowledge file {sorted(unknown)[0]!r}.",
+            raise NotFoundError(f"{slug} has no knowledge file {sorted(unknown)[0]!r}.",
                             f"Its files: {', '.join(f.name for f in current.knowledge) or 'none'}.")
         added = knowledge_sources(add_knowledge, Path.cwd(), _max_bytes(spec))
         replaced = remove_knowledge | {s.name for s in added}  # a file added under a name it has is replaced
@@ -485,7 +485,7 @@ def edit_gpt(slug: str, changes: dict[str, Any] | None = None, *, spec: GptSpec 
     def write() -> None:
         row = _gpt_row(conn, slug)
         if row["version"] != current.current_version:  # another edit landed since this one read the GPT
-            raise GptsError(f"{slug} changed while this edit was being made (it is now at version {row['version']}).",
+            raise ConflictError(f"{slug} changed while this edit was being made (it is now at version {row['version']}).",
                             "Run the edit again: it will start from the new version.")
         number = conn.execute("SELECT max(number) FROM versions WHERE gpt_id = ?", (row["id"],)).fetchone()[0] + 1
         _write_version(conn, row["id"], number, spec, prepared, note, chunking)
@@ -592,6 +592,6 @@ def file_bytes(gpt: Gpt, kind: str, name: str | None = None) -> Path:
     """The stored copy of one of a GPT's files."""
     stored = next((f for f in gpt.files if f.kind == kind and (name is None or f.name == name)), None)
     if stored is None:
-        raise GptsError(f"{gpt.slug} version {gpt.version} has no {kind} file{f' {name!r}' if name else ''}.",
+        raise NotFoundError(f"{gpt.slug} version {gpt.version} has no {kind} file{f' {name!r}' if name else ''}.",
                         f"See `gpts show {gpt.slug}`.")
     return blobs.blob_path(stored.sha256)

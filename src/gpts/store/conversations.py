@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpts.errors import GptsError
+from gpts.errors import NotFoundError
 from gpts.store.catalogue import Gpt, now
 from gpts.store.db import connect, transaction
 
@@ -69,7 +69,7 @@ def get_conversation(conversation_id: str, conn: sqlite3.Connection | None = Non
     conn = conn or connect()
     row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
-        raise GptsError(f"No conversation {conversation_id!r}.", "See `gpts conversations` for their ids.")
+        raise NotFoundError(f"No conversation {conversation_id!r}.", "See `gpts conversations` for their ids.")
     messages = []
     for m in conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,)):
         message: dict[str, Any] = {"role": m["role"], "content": m["content"], "at": m["created_at"]}
@@ -95,4 +95,4 @@ def remove_conversation(conversation_id: str, conn: sqlite3.Connection | None = 
     conn = conn or connect()
     with transaction(conn):
         if conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount == 0:
-            raise GptsError(f"No conversation {conversation_id!r}.", "See `gpts conversations` for their ids.")
+            raise NotFoundError(f"No conversation {conversation_id!r}.", "See `gpts conversations` for their ids.")

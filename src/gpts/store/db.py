@@ -109,6 +109,69 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: the server's API keys (gpts keys): only a hash of each key is kept (gpts.server.security says why).
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,                 -- the key's first characters, to tell keys apart in a list
+        sha256 TEXT NOT NULL UNIQUE,          -- hex digest of the whole key
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    """,
+    # 3: the server's uploaded files and fine-tuning jobs (gpts.jobs), in OpenAI's terms; times in Unix seconds.
+    """
+    CREATE TABLE uploads (                    -- the copy: uploads/<id> in the store directory
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,              -- file-...
+        filename TEXT NOT NULL,               -- as uploaded: shown, never used as a path
+        purpose TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE fine_tuning_jobs (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,              -- ftjob-...
+        model TEXT NOT NULL,                  -- the base model, as the client named it
+        base_ref TEXT NOT NULL,               -- the model reference it stands for
+        training_file TEXT NOT NULL,          -- file ids; a file may go once its jobs are done
+        validation_file TEXT,
+        hyperparameters TEXT NOT NULL,        -- JSON: n_epochs, batch_size, learning_rate_multiplier
+        suffix TEXT,
+        seed INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('validating_files', 'queued', 'running', 'succeeded', 'failed',
+                                               'cancelled')),
+        runner TEXT,                          -- "PID:TOKEN" of the job runner that runs it
+        fine_tuned_model TEXT UNIQUE,         -- once succeeded
+        result_file TEXT,                     -- once succeeded: the metrics as CSV (purpose fine-tune-results)
+        error TEXT,                           -- JSON {"code", "message", "param"} once failed
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX fine_tuning_jobs_by_status ON fine_tuning_jobs(status);
+    CREATE TABLE fine_tuning_events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,              -- ftevent-...
+        job_id TEXT NOT NULL REFERENCES fine_tuning_jobs(id) ON DELETE CASCADE,
+        level TEXT NOT NULL CHECK (level IN ('info', 'warn', 'error')),
+        type TEXT NOT NULL CHECK (type IN ('message', 'metrics')),
+        message TEXT NOT NULL,
+        data TEXT,                            -- JSON; metrics: the step's row of metrics.jsonl
+        step INTEGER,                         -- metrics: the step, so that a resumed run can rewind
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX fine_tuning_events_by_job ON fine_tuning_events(job_id, seq);
+    CREATE TABLE fine_tuning_checkpoints (    -- the end of each epoch, as OpenAI reports checkpoints
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,              -- ftckpt-...
+        job_id TEXT NOT NULL REFERENCES fine_tuning_jobs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        metrics TEXT NOT NULL,                -- JSON
+        created_at INTEGER NOT NULL,
+        UNIQUE (job_id, step)
+    );
+    """,
 ]
 
 
