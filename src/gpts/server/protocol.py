@@ -77,6 +77,7 @@ class Sampling(_Request):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    ignore_eos: bool | None = None  # generate max_tokens whatever the model says (benchmarks)
     # Known to OpenAI, not done by gpts
     logit_bias: dict[str, float] | None = None
 
@@ -105,7 +106,7 @@ class Sampling(_Request):
         given = {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
                  "repetition_penalty": self.repetition_penalty, "presence_penalty": self.presence_penalty,
                  "frequency_penalty": self.frequency_penalty, "stop": self.stop, "seed": self.seed,
-                 "max_new_tokens": self.max_new_tokens, "num_return_sequences": self.n}
+                 "max_new_tokens": self.max_new_tokens, "num_return_sequences": self.n, "ignore_eos": self.ignore_eos}
         return {k: v for k, v in given.items() if v is not None}
 
 
