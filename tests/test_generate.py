@@ -1,14 +1,16 @@
 """Generation against transformers as the reference: greedy and seeded sampling token for token, each logits
 processor against its transformers twin, and the bookkeeping around them (lengths, stops, streaming, errors)."""
 
+import math
+
 import pytest
 import torch
 
 from gpts.config import Config
 from gpts.errors import GptsError
 from gpts.engine import GenerationStream, generate, stream
-from gpts.generate import (GenerationConfig, min_p_filter, process_logits, repetition_penalty, seen_tokens,
-                           top_k_filter, top_p_filter)
+from gpts.generate import (GenerationConfig, min_p_filter, process_logits, repetition_penalty, sample,
+                           seen_tokens, top_k_filter, top_p_filter)
 from gpts.model import GPT
 from gpts.tokenizer import Tokenizer
 from gpts.weights.hf import read_hf_dir
@@ -99,9 +101,11 @@ def test_greedy_with_repetition_penalty_equals_transformers(pair):
 
 
 def test_seeded_sampling_equals_transformers(pair):
-    """Same seed, same draws: transformers samples with the global generator, we with our own seeded one."""
+    """Same seed, same draws: transformers samples with the global generator, we with our own seeded one. (With
+    filters that leave few candidates gpts draws among those alone: the same distribution, other draws; tested
+    below and in test_few_candidates_are_drawn_in_proportion.)"""
     hf, model = pair
-    settings = dict(temperature=0.8, top_k=20, top_p=0.9, min_p=0.05, repetition_penalty=1.1)
+    settings = dict(temperature=0.8, top_k=0, repetition_penalty=1.1)
     torch.manual_seed(1234)
     want = hf_generate(hf, PROMPTS, max_new_tokens=15, do_sample=True, num_return_sequences=2, **settings)
     got = generate(model, PROMPTS, max_new_tokens=15, seed=1234, num_return_sequences=2, **settings)
@@ -119,6 +123,16 @@ def test_max_length_counts_the_longest_prompt_like_transformers(pair):
 
 
 # -- each logits processor against its transformers twin ----------------------------------------------
+
+
+def test_few_candidates_are_drawn_in_proportion():
+    """The cheap draw among the tokens top-k left: each candidate as often as its probability says, no other."""
+    logits = torch.full((20000, 100), -math.inf)
+    logits[:, [7, 30, 61]] = torch.tensor([0.0, 1.0, 2.0])
+    drawn = sample(logits, torch.Generator().manual_seed(0), list(range(20000)), 20000)
+    counts = torch.bincount(drawn, minlength=100).float() / 20000
+    assert set(drawn.unique().tolist()) == {7, 30, 61}
+    torch.testing.assert_close(counts[[7, 30, 61]], torch.tensor([0.0, 1.0, 2.0]).softmax(0), atol=0.015, rtol=0)
 
 
 def random_logits(seed=0, shape=(4, 50)):

@@ -36,7 +36,8 @@ import torch
 
 from gpts.errors import ContextTooLong, GptsError
 from gpts.generate import (BLANK_FIX, DEFAULT_MAX_NEW_TOKENS, Completion, FinishReason, GenerationConfig, Prompt,
-                           StreamEvent, TextStream, Timings, TopLogprobs, count_tokens, process_logits, seen_tokens)
+                           StreamEvent, TextStream, Timings, TopLogprobs, count_tokens, process_logits, sample,
+                           seen_tokens)
 
 if TYPE_CHECKING:
     from gpts.model import GPT
@@ -478,11 +479,7 @@ class Engine:
         if cfg.greedy:
             tokens = processed.argmax(-1)
         else:
-            # The draw covers every sequence of the request, finished ones too (with a dummy row), so each step
-            # uses the generator exactly as Hugging Face's batch would: same seed, same tokens.
-            probs = torch.full((len(request.seqs), self.vocab), 1.0 / self.vocab, device=logits.device)
-            probs[rows] = processed.softmax(-1)
-            tokens = torch.multinomial(probs, 1, generator=request.generator).squeeze(1)[rows]
+            tokens = sample(processed, request.generator, rows, len(request.seqs))
         tokens_list = tokens.tolist()
         if request.logprobs is not None:
             chosen = raw.gather(1, tokens[:, None]).squeeze(1).tolist()

@@ -197,11 +197,21 @@ def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.T
     return logits
 
 
-def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Next token ids (B,) from processed logits (B, V)."""
-    if config.greedy:
-        return logits.argmax(-1)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+def sample(logits: torch.Tensor, generator: torch.Generator | None, rows: list[int], total: int) -> torch.Tensor:
+    """Draw the next token ids (R,) from processed logits (R, V): rows `rows` of a request's `total` sequences.
+
+    When the processors (or a constraint) left few candidates, the draw is among those alone: the same distribution,
+    for a fraction of the cost (drawing over a 50k vocabulary costs ~1.5 ms a row on a CPU). Otherwise all `total`
+    rows draw, finished ones from a dummy distribution, so the generator is used exactly as a Hugging Face batch
+    uses it: the same seed gives transformers' tokens.
+    """
+    candidates = int(torch.isfinite(logits).sum(-1).max())
+    if candidates < logits.shape[-1] // 4:
+        top, order = logits.topk(candidates)
+        return order.gather(1, torch.multinomial(top.softmax(-1), 1, generator=generator)).squeeze(1)
+    probs = torch.full((total, logits.shape[-1]), 1.0 / logits.shape[-1], device=logits.device)
+    probs[rows] = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)[rows]
 
 
 # -- results ------------------------------------------------------------------------------------------
