@@ -159,3 +159,17 @@ def test_trained_byte_level_bpe_works_too():
     tokenizer = Tokenizer.train_bpe(['{"key": "value", "n": 12}', "plain words here"] * 20, 300)
     text = tokenizer.decode(drive(tokenizer, json_constraint(tokenizer, None), random.Random(0), wander=30))
     assert isinstance(json.loads(text), dict)
+
+
+def test_objects_are_closed_to_other_keys_unless_the_schema_opens_them(smol):
+    """As OpenAI's strict mode: an object that lists its properties takes no others (left open, a small model adds
+    keys until max_tokens cuts the JSON short), at any depth; additionalProperties given is kept."""
+    open_person = {k: v for k, v in PERSON.items() if k != "additionalProperties"}
+    schema = {"type": "object", "properties": {"person": open_person, "extra": {"type": "object", "properties": {},
+                                                                                "additionalProperties": True}},
+              "required": ["person", "extra"]}
+    factory = json_constraint(smol, schema)
+    for seed in range(3):
+        value = json.loads(smol.decode(drive(smol, factory, random.Random(seed), wander=60)))
+        assert set(value) <= {"person", "extra"}
+        assert set(value["person"]) <= set(PERSON["properties"])

@@ -149,6 +149,18 @@ def test_prefix_reuse_skips_the_shared_prompt_and_changes_nothing(model):
     assert second.completions[0].token_ids == alone(model, system + [52, 53, 54], temperature=0).token_ids[:8]
 
 
+def test_an_idle_engine_gives_back_a_long_requests_memory_and_keeps_the_prefix(model, monkeypatch):
+    monkeypatch.setattr("gpts.engine.IDLE_KEEP", 24)
+    engine = Engine(model, max_batch=2)
+    prompt = list(range(1, 31))
+    drain(engine, [engine.submit(prompt, max_new_tokens=60, temperature=0, ignore_eos=True)])
+    assert engine.cache.max_len == 64  # 90 tokens were held; the first 24 stay, in the smallest cache
+    again = engine.submit(prompt, max_new_tokens=5, temperature=0)
+    drain(engine, [again])
+    assert again.completions[0].timings.cache_n == 24
+    assert again.completions[0].token_ids == alone(model, prompt, temperature=0).token_ids[:5]
+
+
 def test_samples_of_one_prompt_share_its_prefill(model):
     engine = Engine(model, max_batch=4)
     request = engine.submit(PROMPTS[2], max_new_tokens=4, seed=1, num_return_sequences=4)

@@ -530,3 +530,14 @@ def test_vocab_json_without_merges_is_no_tokenizer(tmp_path):
     (tmp_path / "m" / "vocab.json").write_text('{"a": 0}')
     assert not has_tokenizer_files(tmp_path / "m") and load_native(tmp_path / "m").tokenizer is None
     assert has_tokenizer_files(gpt2_style_dir(tmp_path / "gpt2"))
+
+
+@given(text=st.text(min_size=1, max_size=40))
+@PROPERTY
+def test_token_bytes_join_to_the_texts_bytes(smol, sp_tok, text):
+    """What OpenAI's logprobs `bytes` carry: each token's own bytes, parts of a character included. (SentencePiece
+    spells the space it adds before the text; its decoder drops that space again.)"""
+    for tok, added in ((smol, ""), (sp_tok, " ")):
+        ids = tok.encode(text, add_special=False)
+        joined = b"".join(tok.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+        assert joined == tok.decode(ids) or joined == added + tok.decode(ids)

@@ -77,7 +77,7 @@ def json_constraint(tokenizer: Tokenizer, schema: dict[str, Any] | None,
                         'Give a schema such as {"type": "object", "properties": {...}}.')
     width = max(vocab_size or 0, tokenizer.vocab_size)
     ll_tokenizer = _ll_tokenizer(tokenizer, width)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema({"type": "object"} if schema is None else schema,
+    grammar = llguidance.LLMatcher.grammar_from_json_schema({"type": "object"} if schema is None else closed(schema),
                                                            overrides=JSON_OPTIONS)
     # The compiled grammar lives in this matcher; every sequence starts from a copy, which is far cheaper than
     # compiling the schema again.
@@ -86,6 +86,27 @@ def json_constraint(tokenizer: Tokenizer, schema: dict[str, Any] | None,
         raise GptsError(f"The JSON schema cannot be used to constrain the output: {prototype.get_error()}",
                         f"Remove or rewrite that part of the schema (what is supported: {SCHEMA_DOCS}).")
     return lambda: JsonConstraint(prototype.deep_copy(), vocab_size or tokenizer.vocab_size)
+
+
+def closed(schema: Any) -> Any:
+    """The schema with every object that lists its properties closed to others (additionalProperties false) unless it
+    says otherwise, as OpenAI's strict mode has it: left open, a small model adds key after key until max_tokens cuts
+    the JSON short."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    for key in ("properties", "patternProperties", "$defs", "definitions"):  # maps of name -> schema
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed(sub) for name, sub in out[key].items()}
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains"):  # one schema
+        if key in out:
+            out[key] = [closed(sub) for sub in out[key]] if isinstance(out[key], list) else closed(out[key])
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):  # lists of schemas
+        if isinstance(out.get(key), list):
+            out[key] = [closed(sub) for sub in out[key]]
+    return out
 
 
 class JsonConstraint:

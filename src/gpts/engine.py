@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 DEFAULT_MAX_BATCH = 8  # sequences decoded together on a CPU: 8 streams cost little more than one (bench/serve.py)
 DEFAULT_MAX_QUEUE = 64  # requests in flight beyond max_batch; one more is QueueFull (429)
 PREFILL_CHUNK = 256  # prompt tokens prefilled per step: a long prompt delays running streams by one chunk at most
+# When the engine falls idle, each slot keeps at most this many tokens of what it held (prefixes to reuse) and the
+# cache shrinks to fit: one long request does not hold every slot's memory at its length for good.
+IDLE_KEEP = 1024
 
 
 class QueueFull(GptsError):
@@ -245,8 +248,8 @@ class Engine:
             if self._closed:
                 raise EngineClosed("The engine is shutting down.", "Retry on another server, or after the restart.")
             if len(self.waiting) + len(self.active) >= self.max_batch + self.max_queue:
-                raise QueueFull(f"The engine is full: {len(self.active)} requests running, {len(self.waiting)} "
-                                "waiting.", "Retry in a moment.")
+                raise QueueFull(f"The engine is full (requests running: {len(self.active)}, waiting: "
+                                f"{len(self.waiting)}).", "Retry in a moment.")
             self.waiting.append(request)
             self._lock.notify_all()
         return request
@@ -354,6 +357,10 @@ class Engine:
         self._admit()
         self._prefill()
         self._decode()
+        if not self.active and not self.waiting and self.cache.max_len > IDLE_KEEP:
+            for held in self.slot_tokens:
+                del held[IDLE_KEEP:]
+            self.cache.shrink(max(64, *map(len, self.slot_tokens)))
 
     def _drop_aborted(self) -> None:
         with self._lock:

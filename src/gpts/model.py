@@ -85,6 +85,11 @@ class SlotCache:
             new = min(max(length, 2 * self.max_len), self.config.context_length)
             self._alloc(new, self.k.dtype, self.k.device)
 
+    def shrink(self, length: int) -> None:
+        """Give back the memory past `length` tokens per slot (what the slots hold up to there stays)."""
+        if length < self.max_len:
+            self.k, self.v = self.k[:, :, :, :length].clone(), self.v[:, :, :, :length].clone()
+
     def copy(self, source: int, target: int, length: int) -> None:
         """Copy the first `length` columns of slot `source` into slot `target` (a shared prompt prefix)."""
         self.k[:, target, :, :length] = self.k[:, source, :, :length]

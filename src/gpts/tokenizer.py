@@ -624,6 +624,28 @@ class Tokenizer:
         return frozenset(i for t, i in vocab.items() if _BYTE_TOKEN.fullmatch(t))
 
     @cached_property
+    def _byte_level_chars(self) -> dict[str, int] | None:
+        """GPT-2's table from the characters a byte-level vocabulary spells bytes with back to the bytes; None for
+        other vocabularies."""
+        if not isinstance(self.backend.decoder, decoders.ByteLevel):
+            return None
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        others = [b for b in range(256) if b not in printable]
+        return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for. Its decoded text cannot say: a token may hold part of a UTF-8 character
+        (OpenAI's logprobs carry these bytes so that a client can join them)."""
+        token = self.backend.id_to_token(token_id)
+        if token is None or token_id in self._special_ids:
+            return (token or "").encode()
+        if (table := self._byte_level_chars) is not None:
+            return bytes(table[c] for c in token) if all(c in table for c in token) else token.encode()
+        if token_id in self._byte_fallback_ids:
+            return bytes([int(token[3:5], 16)])
+        return token.replace("\u2581", " ").encode()
+
+    @cached_property
     def _special_ids(self) -> frozenset[int]:
         return frozenset(i for i, t in self.backend.get_added_tokens_decoder().items() if t.special)
 

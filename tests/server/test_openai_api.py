@@ -172,6 +172,26 @@ def test_logprobs_in_openai_shape(client):
     assert lp.text_offset[0] == 0
 
 
+def test_logprob_bytes_are_the_tokens_own_and_offsets_count_characters(client, tiny_model_path):
+    """A token may hold part of a UTF-8 character: its `bytes` are its own, so that joined they spell the text."""
+    tokenizer = Tokenizer.from_dir(tiny_model_path)
+    prompt = tokenizer.encode("hello")
+    emoji = tokenizer.encode("😀é", add_special=False)  # bytes the tiny byte-level vocabulary splits
+    first = client.completions.create(model="tiny", prompt=prompt + emoji, max_tokens=1, n=2, temperature=1)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0  # the second sample's shared prefill is no cache
+    reply = client.chat.completions.create(model="tiny", messages=HELLO, temperature=1, seed=3, max_tokens=12,
+                                           logprobs=True, top_logprobs=20)
+    content = reply.choices[0].logprobs.content
+    assert bytes(b for t in content for b in t.bytes).decode("utf-8", errors="replace") == \
+        reply.choices[0].message.content
+    tops = [e for t in content for e in t.top_logprobs]  # the tiny vocabulary: mostly single bytes, half of them
+    assert any(e.token == "\ufffd" and len(e.bytes) == 1 and e.bytes[0] >= 0x80 for e in tops)  # part of a character
+    text = client.completions.create(model="tiny", prompt=prompt, temperature=1, seed=3, max_tokens=12, logprobs=0,
+                                     n=2).choices[1]
+    offsets = text.logprobs.text_offset
+    assert offsets == sorted(offsets) and offsets[-1] <= len(text.text)
+
+
 def test_json_schema_output_is_valid_json(client):
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
               "additionalProperties": False}
@@ -194,6 +214,7 @@ def test_bad_requests_are_refused_naming_what_is_wrong(client):
 
     too_long = refused(messages=[{"role": "user", "content": "hello world " * 100}])  # tiny's context: 128 tokens
     assert too_long.code == "context_length_exceeded" and "context" in too_long.message
+    assert too_long.param == "messages" and "--truncate" not in too_long.message  # API words, not the CLI's
     assert refused(temperature=3).param == "temperature"
     assert refused(n=0).param == "n"
     assert refused(stop=["a", "b", "c", "d", "e"]).param == "stop"
@@ -202,7 +223,8 @@ def test_bad_requests_are_refused_naming_what_is_wrong(client):
     assert refused(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]).param \
         .startswith("messages.0.content")
     assert refused(messages=[]).param == "messages"
-    assert "--max-batch" in refused(n=9).message  # more samples than the engine decodes at once (8)
+    too_many = refused(n=9)  # more samples than the engine decodes at once (8)
+    assert "--max-batch" in too_many.message and too_many.param == "n"
     with pytest.raises(openai.BadRequestError) as echo:
         client.completions.create(model="tiny", prompt="hello", echo=True)
     assert echo.value.param == "echo"

@@ -103,6 +103,7 @@ class Prepared:
 
     prompts: Any  # token ids or texts (the engine tokenizes them), one prompt or a list
     config: GenerationConfig
+    param: str  # the request field the prompts come from, named by errors about them: "messages" or "prompt"
     constraint: Callable[[], Any] | None = None
     passages: list[Passage] = field(default_factory=list)
 
@@ -137,15 +138,15 @@ class Target:
                 raise from_gpts_error(e, "messages") from e
         else:
             prompt, sampling, passages = self._gpt_prompt(messages, sampling)
-        return Prepared([prompt], model.generation_config(**sampling), self._constraint(json_schema, constrained),
-                        passages)
+        return Prepared([prompt], model.generation_config(**sampling), "messages",
+                        self._constraint(json_schema, constrained), passages)
 
     def prepare_completion(self, prompt: Any, sampling: dict[str, Any]) -> Prepared:
         """`prompt` as OpenAI takes it: a text, texts, token ids, or lists of them (the engine reads each form)."""
         if self.entry.gpt is not None:
             raise bad_request(f"{self.entry.id} is a custom GPT: it answers conversations at /v1/chat/completions.",
                               "model")
-        return Prepared(prompt, self.backend.model.generation_config(**sampling))
+        return Prepared(prompt, self.backend.model.generation_config(**sampling), "prompt")
 
     def _gpt_prompt(self, messages: list[dict[str, str]],
                     sampling: dict[str, Any]) -> tuple[list[int], dict[str, Any], list[Passage]]:
@@ -177,16 +178,22 @@ class Target:
         """Queue the request on the model's engine; the engine's refusals become OpenAI's errors."""
         from gpts.engine import EngineClosed, QueueFull
 
+        engine = self.backend.engine
+        if prepared.sequences > engine.max_batch:
+            raise bad_request(f"The request asks for {prepared.sequences} sequences at once; this server decodes at "
+                              f"most {engine.max_batch} together (gpts serve --max-batch).", "n")
         try:
-            return self.backend.engine.submit(prepared.prompts, prepared.config, logprobs=logprobs,
-                                              constraint=prepared.constraint)
+            return engine.submit(prepared.prompts, prepared.config, logprobs=logprobs, constraint=prepared.constraint)
         except QueueFull as e:
             raise ApiError(429, f"The server is busy: {e.problem} {e.fix}", code="queue_full",
                            headers={"Retry-After": str(RETRY_AFTER_S)}) from e
         except EngineClosed as e:
             raise ApiError(503, f"{e.problem} {e.fix}", code="shutting_down") from e
         except ContextTooLong as e:
-            raise from_gpts_error(e, "messages" if self.entry.gpt else None) from e
+            raise bad_request(f"{e.problem} Shorten the {prepared.param} or ask for fewer tokens (max_tokens).",
+                              prepared.param, "context_length_exceeded") from e
+        except GptsError as e:  # the settings are checked before (protocol.py): what is left is about the prompt
+            raise from_gpts_error(e, prepared.param) from e
 
 
 def _gpt_conversation(messages: list[dict[str, str]], model_id: str) -> tuple[list[dict[str, str]], str]:

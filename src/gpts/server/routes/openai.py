@@ -9,6 +9,7 @@ aborts its request, so its engine slot is free at the next step.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import time
@@ -32,7 +33,7 @@ from gpts.server.serving import ModelEntry, Prepared, Serving, Target
 
 if TYPE_CHECKING:
     from gpts.engine import EngineRequest
-    from gpts.generate import Completion, StreamEvent
+    from gpts.generate import Completion, StreamEvent, Timings
 
 log = logging.getLogger("gpts.server")
 router = APIRouter()
@@ -143,7 +144,10 @@ def _sse(data: str) -> str:
 
 def _usage(completions: list[Completion]) -> Usage:
     """The prompt counted once per prompt (its samples share it), every generated token, as OpenAI counts them."""
-    prompts = {c.prompt_index: c.timings for c in completions}.values()
+    firsts: dict[int, Timings] = {}  # each prompt's first sample: the others reused its prefill, not a cache
+    for c in completions:
+        firsts.setdefault(c.prompt_index, c.timings)
+    prompts = firsts.values()
     prompt = sum(t.prompt_n for t in prompts)
     generated = sum(c.timings.predicted_n for c in completions)
     return Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated,
@@ -207,7 +211,7 @@ class _ChatAnswer(_Answer):
     def _logprob(self, token_id: int, logprob: float, top: Any) -> TokenLogprob:
         def entry(cls: type[TopLogprob], token_id: int, logprob: float, **extra: Any) -> TopLogprob:
             token = self.token(token_id)
-            return cls(token=token, logprob=logprob, bytes=list(token.encode()), **extra)
+            return cls(token=token, logprob=logprob, bytes=list(self.tokenizer.token_bytes(token_id)), **extra)
 
         return entry(TokenLogprob, token_id, logprob, top_logprobs=[entry(TopLogprob, *t) for t in top or ()])
 
@@ -255,7 +259,9 @@ class _TextAnswer(_Answer):
     def __init__(self, target: Target, prepared: Prepared, body: CompletionRequest):
         super().__init__(target, prepared)
         self.logprobs = body.logprobs
-        self.offsets = [0] * self.sequences  # where each sequence's next token starts in its text
+        self.offsets = [0] * self.sequences  # where each sequence's next token starts in its text (characters)
+        # A token may end inside a UTF-8 character: its characters count once the character is whole.
+        self.decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(self.sequences)]
 
     def envelope(self, choices: list[CompletionChoice], **fields: Any) -> TextCompletion:
         return TextCompletion(id=self.id, created=self.created, model=self.model, choices=choices, **fields)
@@ -269,7 +275,7 @@ class _TextAnswer(_Answer):
             out.tokens.append(token)
             out.token_logprobs.append(logprob)
             out.text_offset.append(self.offsets[index])
-            self.offsets[index] += len(token)
+            self.offsets[index] += len(self.decoders[index].decode(self.tokenizer.token_bytes(token_id)))
             if self.logprobs:
                 out.top_logprobs.append({**{self.token(i): lp for i, lp in top}, token: logprob})
         return out
