@@ -315,6 +315,7 @@ class Finetuner:
         last_full = next((r for r in reversed(self.rows) if "full_valid_loss" in r), {})
         return {"out_dir": str(self.run_dir), "method": c.method, "stop_reason": reason or "done", "steps": self.step,
                 "epochs": self.step / p.steps_per_epoch, "examples": len(examples),
+                "trained_tokens": round(self.step / p.steps_per_epoch * self.train_set.tokens),  # as OpenAI counts
                 "trainable_parameters": n_trainable, "elapsed_s": round(elapsed, 3),
                 "final_train_loss": self.rows[-1]["train_loss"] if self.rows else None,
                 "full_valid_loss": last_full.get("full_valid_loss"),

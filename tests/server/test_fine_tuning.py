@@ -12,10 +12,12 @@ from pathlib import Path
 import openai
 import pytest
 
+from gpts.finetune_data import load_dataset
 from gpts.jobs import get_job
 from gpts.jobs.fine_tuning import run_dir
 from gpts.server.app import ServerSettings, create_app
 from gpts.store.db import connect
+from gpts.tokenizer import Tokenizer
 
 from conftest import running
 
@@ -82,7 +84,7 @@ def long_job(api) -> str:
     return job.id
 
 
-def test_a_job_runs_to_succeeded_and_its_model_answers(api):
+def test_a_job_runs_to_succeeded_and_its_model_answers(api, tiny):
     training = api.files.create(file=open(CHATS, "rb"), purpose="fine-tune")
     job = api.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="my-suffix", seed=7,
                                       method={"type": "supervised", "supervised": {"hyperparameters": {
@@ -94,6 +96,8 @@ def test_a_job_runs_to_succeeded_and_its_model_answers(api):
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:tiny:my-suffix:{job.id.removeprefix('ftjob-')[:8]}"
     assert job.finished_at >= job.created_at and job.seed == 7 and job.error is None
+    examples = load_dataset(CHATS, Tokenizer.from_dir(tiny), max_len=512)
+    assert job.trained_tokens == examples.tokens  # one epoch over the training file, as OpenAI counts
     assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size,
             job.hyperparameters.learning_rate_multiplier) == (1, 4, 1.0)  # "auto" resolved as the run chose
     assert [j.id for j in api.fine_tuning.jobs.list()] == [job.id]

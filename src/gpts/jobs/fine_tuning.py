@@ -52,6 +52,7 @@ class Job:
     runner: str | None  # the job runner that runs it (runner.py)
     fine_tuned_model: str | None
     result_file: str | None
+    trained_tokens: int | None
     error: dict[str, Any] | None  # {"code", "message", "param"}
     created_at: int
     finished_at: int | None
@@ -79,7 +80,7 @@ class Job:
                 "finished_at": self.finished_at, "fine_tuned_model": self.fine_tuned_model,
                 "organization_id": "org-gpts", "result_files": [self.result_file] if self.result_file else [],
                 "status": self.status, "training_file": self.training_file, "validation_file": self.validation_file,
-                "hyperparameters": self.hyperparameters, "trained_tokens": None, "error": self.error,
+                "hyperparameters": self.hyperparameters, "trained_tokens": self.trained_tokens, "error": self.error,
                 "seed": self.seed, "estimated_finish": None, "integrations": [], "user_provided_suffix": self.suffix,
                 "metadata": None,
                 "method": {"type": "supervised", "supervised": {"hyperparameters": self.hyperparameters}}}
@@ -135,7 +136,8 @@ def run_dir(job_id: str) -> Path:
 def _job(row: sqlite3.Row) -> Job:
     return Job(row["id"], row["model"], row["base_ref"], row["training_file"], row["validation_file"],
                json.loads(row["hyperparameters"]), row["suffix"], row["seed"], row["status"], row["runner"],
-               row["fine_tuned_model"], row["result_file"], json.loads(row["error"]) if row["error"] else None,
+               row["fine_tuned_model"], row["result_file"], row["trained_tokens"],
+               json.loads(row["error"]) if row["error"] else None,
                row["created_at"], row["finished_at"])
 
 

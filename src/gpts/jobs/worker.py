@@ -147,7 +147,7 @@ def finish(conn: sqlite3.Connection, job: Job, summary: dict[str, Any], stop: St
             results = add_upload(conn, f, "step_metrics.csv", RESULTS)
         name = job.model_name
         if move(conn, job.id, "running", "succeeded", "The job has successfully completed", fine_tuned_model=name,
-                result_file=results.id):
+                result_file=results.id, trained_tokens=summary["trained_tokens"]):
             log_event(conn, job.id, f"New fine-tuned model created: {name}")
             return
         delete_upload(conn, results.id)  # cancelled at the last moment

@@ -145,6 +145,7 @@ MIGRATIONS: list[str] = [
         runner TEXT,                          -- "PID:TOKEN" of the job runner that runs it
         fine_tuned_model TEXT UNIQUE,         -- once succeeded
         result_file TEXT,                     -- once succeeded: the metrics as CSV (purpose fine-tune-results)
+        trained_tokens INTEGER,               -- once succeeded: the training file's tokens times the epochs
         error TEXT,                           -- JSON {"code", "message", "param"} once failed
         created_at INTEGER NOT NULL,
         finished_at INTEGER
