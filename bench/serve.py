@@ -37,8 +37,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx2 as httpx
 import numpy as np
-import openai
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper who finds a message in a bottle.",
@@ -103,30 +103,37 @@ def summarize(clients: int, results: list[RequestResult], wall_s: float) -> Load
 # -- the clients ------------------------------------------------------------------------------------------------
 
 
-async def stream_one(client: openai.AsyncOpenAI, model: str, prompt: str, max_tokens: int) -> RequestResult:
-    """One streamed chat completion, timed chunk by chunk."""
+async def stream_one(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> RequestResult:
+    """One streamed chat completion, timed chunk by chunk. The client is plain HTTP and a JSON parse per event, as
+    vLLM's benchmark_serving: the clients share the machine with the server, so they must cost it little."""
     start = time.perf_counter()
     last, chunks, usage_tokens = None, 0, None
     result = RequestResult(ok=False)
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "ignore_eos": True}  # llama.cpp's and vLLM's extension: every request gives max_tokens
     try:
-        stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0,
-            stream=True, stream_options={"include_usage": True},
-            extra_body={"ignore_eos": True})  # llama.cpp's and vLLM's extension: every request gives max_tokens
-        async for chunk in stream:
-            if chunk.usage is not None:
-                usage_tokens = chunk.usage.completion_tokens
-            if any(choice.delta.content for choice in chunk.choices):
-                now = time.perf_counter()
-                if last is None:
-                    result.ttft = now - start
-                else:
-                    result.itl.append(now - last)
-                last, chunks = now, chunks + 1
-    except openai.APIStatusError as e:
-        result.error = f"HTTP {e.status_code}: {e.message}"[:300]
-        return result
-    except openai.OpenAIError as e:  # the connection, a timeout, an error event in the stream
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}: {(await response.aread()).decode()}"[:300]
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: "):])
+                if "error" in chunk:
+                    result.error = f"error event: {chunk['error']}"[:300]
+                    return result
+                if chunk.get("usage"):
+                    usage_tokens = chunk["usage"]["completion_tokens"]
+                if any(choice["delta"].get("content") for choice in chunk.get("choices", ())):
+                    now = time.perf_counter()
+                    if last is None:
+                        result.ttft = now - start
+                    else:
+                        result.itl.append(now - last)
+                    last, chunks = now, chunks + 1
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError) as e:  # the connection, a timeout, a broken event
         result.error = f"{type(e).__name__}: {e}"[:300]
         return result
     result.e2e = time.perf_counter() - start
@@ -143,8 +150,11 @@ async def run_load(url: str, model: str, clients: int, requests: int, max_tokens
     budget = iter(range(clients * requests))
     results: list[RequestResult] = []
     start = time.perf_counter()
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
-                                  timeout=REQUEST_TIMEOUT) as client:
+    # A connection per request: llama-server closes kept-alive connections that a client may be reusing just then
+    # ("Server disconnected without sending a response"), a failure of neither server's serving.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT, limits=limits,
+                                 headers={"Authorization": "Bearer unused"}) as client:
 
         async def client_loop() -> None:
             for i in budget:  # one shared iterator: the clients take the next request in turn

@@ -51,4 +51,4 @@ def test_requests_that_fail_are_counted_with_their_error():
     url = f"http://127.0.0.1:{bs.free_port()}"
     report = asyncio.run(bs.run_load(url, "any", clients=2, requests=2, max_tokens=2, time_limit=60))
     assert (report.requests, report.completed, report.failed) == (4, 0, 4)
-    assert report.errors == ["APIConnectionError: Connection error."] and report.tokens_per_s == 0
+    assert report.errors == ["ConnectError: All connection attempts failed"] and report.tokens_per_s == 0
