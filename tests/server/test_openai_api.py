@@ -218,7 +218,8 @@ def test_bad_requests_are_refused_naming_what_is_wrong(client):
     assert refused(temperature=3).param == "temperature"
     assert refused(n=0).param == "n"
     assert refused(stop=["a", "b", "c", "d", "e"]).param == "stop"
-    assert "top_logprobs needs logprobs: true" in refused(top_logprobs=2).message
+    needs = refused(top_logprobs=2)
+    assert needs.param == "top_logprobs" and "top_logprobs needs logprobs: true" in needs.message
     assert refused(tools=[{"type": "function", "function": {"name": "f"}}]).param == "tools"
     assert refused(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]).param \
         .startswith("messages.0.content")

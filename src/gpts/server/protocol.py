@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 MAX_STOP = 4  # stop sequences, as OpenAI
@@ -147,11 +147,12 @@ class ChatCompletionRequest(Sampling):
 
     _no_tools = field_validator("tools", "functions")(_unsupported)
 
-    @model_validator(mode="after")
-    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
-        if self.top_logprobs is not None and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):  # logprobs comes first: validated already
             raise PydanticCustomError("logprobs", "top_logprobs needs logprobs: true")
-        return self
+        return value
 
     @property
     def max_new_tokens(self) -> int | None:
