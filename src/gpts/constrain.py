@@ -21,11 +21,12 @@ import json
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import llguidance
 import torch
 
+from gpts.engine import TokenConstraint
 from gpts.errors import GptsError
 from gpts.tokenizer import Tokenizer
 
@@ -34,14 +35,6 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separ
 SCHEMA_DOCS = "https://github.com/guidance-ai/llguidance/blob/main/docs/json_schema.md"
 
 _BIT_VALUES = torch.tensor([1 << bit for bit in range(8)], dtype=torch.uint8)
-
-
-class TokenConstraint(Protocol):
-    def mask(self) -> torch.Tensor | None: ...
-
-    def advance(self, token_id: int) -> None: ...
-
-    def done(self) -> bool: ...
 
 
 # Building an LLTokenizer walks the whole vocabulary (a third of a second for 49k tokens): once per tokenizer object

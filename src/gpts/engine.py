@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import threading
 import time
 from collections import deque
@@ -98,21 +97,16 @@ class _Sequence:
 class EngineRequest:
     """One submitted request: read its events from any thread or from asyncio; abort it from anywhere."""
 
-    _ids = itertools.count()
-
     def __init__(self, engine: Engine, prompts: list[list[int]], config: GenerationConfig, steps: int,
                  eos_ids: list[int], logprobs: int | None, constraint: Callable[[], TokenConstraint] | None):
-        self.id = next(self._ids)
         self.engine, self.config, self.steps, self.logprobs = engine, config, steps, logprobs
         self.eos_ids = set(eos_ids)
-        self.feed_after_eos = eos_ids[0] if eos_ids else 0
         n = config.num_return_sequences
         self.seqs = [_Sequence(self, i, prompts[i // n], TextStream(engine.tokenizer, config.stop),
                                constraint() if constraint else None) for i in range(len(prompts) * n)]
         self.generator: torch.Generator | None = None
         self.seen: torch.Tensor | None = None  # (R, V) tokens in prompt and output: the repetition penalty
         self.counts: torch.Tensor | None = None  # (R, V) occurrences in the output: presence/frequency penalties
-        self.submitted_at = time.perf_counter()
         self.admitted_at = self.first_token_at = 0.0
         self.running = False
         self.error: BaseException | None = None

@@ -147,12 +147,18 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
+def few_candidates(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """When earlier filters (top-k, min-p, a constraint) left few tokens standing in logits (B, V): their logits and
+    ids (B, C), most likely first, C the most any row kept; None when many are left. Work on these alone is the same
+    as on the whole vocabulary, for a small fraction of the cost."""
+    candidates = int(torch.isfinite(logits).sum(-1).max())
+    return logits.topk(candidates) if candidates < logits.shape[-1] // 4 else None
+
+
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the smallest set of most probable tokens whose probabilities add up to at least p (never none)."""
-    candidates = int(torch.isfinite(logits).sum(-1).max())
-    if candidates < logits.shape[-1] // 4:
-        # After top-k (or a constraint) few tokens are left: sorting those alone is the same and ~100x cheaper.
-        top, order = logits.topk(candidates)
+    if (few := few_candidates(logits)) is not None:
+        top, order = few
         kept = top_p_filter(top, p)
         return torch.full_like(logits, -math.inf).scatter(-1, order, kept)
     sorted_logits, order = torch.sort(logits, descending=False)
@@ -205,9 +211,8 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None, rows: list[i
     rows draw, finished ones from a dummy distribution, so the generator is used exactly as a Hugging Face batch
     uses it: the same seed gives transformers' tokens.
     """
-    candidates = int(torch.isfinite(logits).sum(-1).max())
-    if candidates < logits.shape[-1] // 4:
-        top, order = logits.topk(candidates)
+    if (few := few_candidates(logits)) is not None:
+        top, order = few
         return order.gather(1, torch.multinomial(top.softmax(-1), 1, generator=generator)).squeeze(1)
     probs = torch.full((total, logits.shape[-1]), 1.0 / logits.shape[-1], device=logits.device)
     probs[rows] = logits.softmax(-1)

@@ -154,13 +154,16 @@ def _usage(completions: list[Completion]) -> Usage:
                  prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(t.cache_n for t in prompts)))
 
 
-def _timings(completions: list[Completion]) -> dict[str, int | float]:
-    """llama.cpp's `timings` for the whole request: its prompts' prefill and all its sequences' decoding."""
+def _accounting(completions: list[Completion]) -> dict[str, Any]:
+    """`usage`, and llama.cpp's `timings` for the whole request: its prompts' prefill and all its sequences'
+    decoding."""
     from gpts.generate import Timings
 
     usage, timings = _usage(completions), [c.timings for c in completions]
-    return Timings(usage.prompt_tokens, max(t.prompt_ms for t in timings), usage.completion_tokens,
-                   max(t.predicted_ms for t in timings), usage.prompt_tokens_details.cached_tokens).to_dict()
+    return {"usage": usage,
+            "timings": Timings(usage.prompt_tokens, max(t.prompt_ms for t in timings), usage.completion_tokens,
+                               max(t.predicted_ms for t in timings),
+                               usage.prompt_tokens_details.cached_tokens).to_dict()}
 
 
 class _Answer(ABC):
@@ -182,7 +185,7 @@ class _Answer(ABC):
 
     def usage_chunk(self, completions: list[Completion]) -> BaseModel:
         """The stream's last chunk when stream_options.include_usage: no choices, the usage and timings."""
-        return self.envelope([], usage=_usage(completions), timings=_timings(completions))
+        return self.envelope([], **_accounting(completions))
 
     @abstractmethod
     def envelope(self, choices: list[Any], **fields: Any) -> BaseModel:
@@ -250,7 +253,7 @@ class _ChatAnswer(_Answer):
             choices.append(ChatChoice(index=c.index, message=message, logprobs=logprobs,
                                       finish_reason=c.finish_reason))
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices,
-                              usage=_usage(completions), timings=_timings(completions))
+                              **_accounting(completions))
 
 
 class _TextAnswer(_Answer):
@@ -294,4 +297,4 @@ class _TextAnswer(_Answer):
                                     logprobs=None if self.logprobs is None else
                                     self._logprobs(c.index, c.token_ids, c.logprobs, c.top_logprobs))
                    for c in completions]
-        return self.envelope(choices, usage=_usage(completions), timings=_timings(completions))
+        return self.envelope(choices, **_accounting(completions))
