@@ -61,6 +61,7 @@ def test_a_file_with_bad_lines_is_refused_naming_them(start):
     assert "my data.jsonl (chat format, from its first line) has 2 errors" in message
     assert "invalid_json: 1 (line 3)" in message and "example_missing_assistant_message: 1 (line 5)" in message
     assert str(store_dir()) not in message  # the file as the client named it, not where the server put it
+    assert refused.value.param == "file"
     assert kept_files() == [] and list(api.files.list()) == []
 
     with pytest.raises(openai.BadRequestError, match="empty.jsonl is empty"):

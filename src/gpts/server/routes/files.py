@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
+from gpts.errors import GptsError
 from gpts.jobs import FINE_TUNE, add_upload, delete_upload, get_upload, list_uploads
-from gpts.server.errors import bad_request
+from gpts.server.errors import bad_request, from_gpts_error
 from gpts.server.routes.store import Store
 from gpts.server.security import accepts_upload
 
@@ -35,7 +36,10 @@ def upload(conn: Store, file: Annotated[UploadFile, File()], purpose: Annotated[
     if purpose != FINE_TUNE:
         raise bad_request(f"purpose {purpose!r} is not one this server takes: it keeps files for fine-tuning "
                           f"(purpose {FINE_TUNE!r}).", "purpose", "invalid_value")
-    return add_upload(conn, file.file, file.filename or "upload", purpose).to_dict()
+    try:
+        return add_upload(conn, file.file, file.filename or "upload", purpose).to_dict()
+    except GptsError as e:  # what is wrong is in the file: empty, or lines that are not fine-tuning examples
+        raise from_gpts_error(e, "file") from e
 
 
 @router.get("/v1/files")
