@@ -12,6 +12,7 @@ from contextlib import closing
 import pytest
 
 from gpts.errors import ConflictError, GptsError, NotFoundError
+from gpts.events import Message
 from gpts.interrupt import StopRequest
 from gpts.jobs import (JobFileError, JobRunner, add_upload, cancel_job, create_job, delete_upload, fine_tuned_models,
                        get_job, list_checkpoints, list_events, list_jobs)
@@ -153,6 +154,14 @@ def test_the_worker_records_each_step_once_as_metrics_and_each_epoch_as_a_checkp
         f.write('in_loss": 1.5}\n')
     report.record_steps()
     assert [e.data["step"] for e in list_events(conn, job.id)[0] if e.type == "metrics"] == [3, 2, 1]
+
+
+@pytest.mark.usefixtures("base")
+def test_the_workers_messages_call_the_jobs_files_by_their_ids(conn, training):
+    """finetune warns about the file it reads, a path in the server's store: the job's events say the file's id."""
+    job = new_job(conn, training)
+    JobReport(conn, job, after_step=0, stop=StopRequest())(Message(f"{upload_path(training)} has only 10 examples."))
+    assert messages(conn, job.id)[-1] == f"{training} has only 10 examples."
 
 
 @pytest.mark.usefixtures("base")

@@ -146,6 +146,8 @@ def test_search_ranks_name_matches_first(model_dir):
     assert found == ["recipe-helper", "kitchen-planner"]
     assert [g.slug for g in store.search_gpts("food")] == ["kitchen-planner"]
     assert [g.slug for g in store.search_gpts("taxes")] == ["tax-helper"]
+    assert [g.slug for g in store.search_gpts("reci")] == found  # a word still being typed matches those it starts
+    assert store.search_gpts("reci ") == []  # a finished word matches only itself
     assert store.search_gpts("recipe", category="writing") == []
     with pytest.raises(GptsError, match="no words"):
         store.search_gpts("  ?? ")
@@ -202,21 +204,48 @@ def test_remove_deletes_versions_and_unused_copies_but_keeps_conversations(model
 
 def test_conversations_keep_messages_and_the_version_that_answered(model_dir):
     gpt = store.create_gpt(spec(model_dir))
-    conversation = store.start_conversation(gpt, "What is the leave policy? " * 5)
-    store.add_turn(conversation, "What is the leave policy?", "27 days.", 1,
+    conversation = store.start_conversation(gpt)
+    assert store.get_conversation(conversation).title == ""  # until its first question names it
+    store.add_turn(conversation, "What is the leave policy? " * 5, "27 days.", 1,
                    [{"file": "handbook.md", "chunk": 0, "lines": [3, 3], "quote": "27 days"}], {"prompt_tokens": 9})
     store.edit_gpt("hr-helper", {"instructions": "Be brief."})
-    store.add_turn(conversation, "And dogs?", "Fridays.", 2, [], {})
+    store.add_turn(conversation, "And dogs?", "Fridays.")  # no version given: the GPT's current one
     thread = store.get_conversation(conversation)
     assert [(m["role"], m.get("version")) for m in thread.messages] == [
         ("user", None), ("assistant", 1), ("user", None), ("assistant", 2)]
     assert thread.messages[1]["citations"][0]["file"] == "handbook.md"
-    assert len(thread.title) <= 60
+    assert thread.title.startswith("What is the leave policy?") and len(thread.title) == 60
+    assert store.get_gpt("hr-helper").conversations == 1
     assert [t.id for t in store.list_conversations("hr-helper")] == [conversation]
     assert store.list_conversations("someone-else") == []
     store.remove_conversation(conversation)
     with pytest.raises(GptsError, match="No conversation"):
         store.get_conversation(conversation)
+
+
+def test_a_conversation_with_a_model_is_renamed_and_rewound():
+    conversation = store.start_conversation("tiny", "  Tests  ")
+    for i in range(3):
+        store.add_turn(conversation, f"question {i}", f"answer {i}")
+    thread = store.get_conversation(conversation)
+    assert (thread.slug, thread.title, thread.turns) == ("tiny", "Tests", 3)
+    assert {m.get("version") for m in thread.messages if m["role"] == "assistant"} == {None}  # no GPT answered
+
+    store.add_turn(conversation, "question 2", "another answer 2", keep=2)  # regenerated
+    store.add_turn(conversation, "question 1, edited", "answer 1 again", keep=1)  # an edited question
+    thread = store.get_conversation(conversation)
+    assert [m["content"] for m in thread.messages] == ["question 0", "answer 0", "question 1, edited",
+                                                       "answer 1 again"]
+    with pytest.raises(GptsError, match="Cannot keep 3 turns .* it has 2"):
+        store.add_turn(conversation, "question", "answer", keep=3)
+    assert store.get_conversation(conversation).turns == 2  # the refused turn wrote nothing
+
+    store.rename_conversation(conversation, "Renamed")
+    assert store.get_conversation(conversation).title == "Renamed"
+    assert [t.id for t in store.list_conversations("tiny")] == [conversation]
+    for missing in (lambda: store.rename_conversation("nope", "x"), lambda: store.add_turn("nope", "q", "a")):
+        with pytest.raises(GptsError, match="No conversation 'nope'"):
+            missing()
 
 
 # -- bad input: a clear error, and nothing written -----------------------------------------------------------------

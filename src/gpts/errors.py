@@ -39,8 +39,13 @@ def naming(names: Mapping[Any, str]) -> Iterator[None]:
     try:
         yield
     except GptsError as e:
-        by_length = sorted(((str(path), name) for path, name in names.items()), key=lambda p: -len(p[0]))
-        for path, name in by_length:  # the longest first: a path may hold a shorter one
-            e.problem, e.fix = e.problem.replace(path, name), e.fix.replace(path, name)
+        e.problem, e.fix = named(e.problem, names), named(e.fix, names)
         e.args = (f"{e.problem} {e.fix}".strip(),)
         raise
+
+
+def named(text: str, names: Mapping[Any, str]) -> str:
+    """`text` with each temporary file gpts named (a key of `names`) called by the name the user knows it by."""
+    for path, name in sorted(((str(p), n) for p, n in names.items()), key=lambda p: -len(p[0])):
+        text = text.replace(path, name)  # the longest first: a path may hold a shorter one
+    return text

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gpts import store
 from gpts.server.app import ServerSettings, create_app
@@ -236,6 +237,64 @@ def test_bad_requests_are_refused_naming_what_is_wrong(client):
     assert ok.usage.completion_tokens == 1
 
 
+# -- the builder's preview ----------------------------------------------------------------------------------------
+
+
+def preview(client, spec: dict, model: str | None = None, **params):
+    """POST /v1/gpts/preview, its answer read as the openai client reads a chat completion (or its chunks)."""
+    body = {"messages": HELLO, "temperature": 0, "max_tokens": 4, "spec": spec, **params}
+    if model is not None:
+        body["model"] = model
+    if params.get("stream"):
+        return list(client.post("/gpts/preview", body=body, cast_to=ChatCompletionChunk, stream=True,
+                                stream_cls=openai.Stream[ChatCompletionChunk]))
+    return client.post("/gpts/preview", body=body, cast_to=ChatCompletion)
+
+
+def test_a_preview_answers_as_the_draft_will_once_saved(client, tiny_model_path):
+    slug = tiny_gpt(tiny_model_path)
+    draft = {"name": "Tiny helper", "instructions": "Answer in one short sentence, politely.",
+             "model": str(tiny_model_path)}
+    previewed = preview(client, draft, slug)
+    assert previewed.object == "chat.completion" and previewed.model == slug
+    saved = client.chat.completions.create(model=slug, messages=HELLO, temperature=0, max_tokens=4)
+    assert saved.usage.prompt_tokens < previewed.usage.prompt_tokens  # the draft's longer instructions
+
+    store.edit_gpt(slug, {"instructions": draft["instructions"]})
+    after = client.chat.completions.create(model=slug, messages=HELLO, temperature=0, max_tokens=4)
+    assert (after.choices[0].message.content, after.usage.prompt_tokens) == (previewed.choices[0].message.content,
+                                                                             previewed.usage.prompt_tokens)
+    *chunks, usage = preview(client, draft, slug, stream=True, stream_options={"include_usage": True})
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == previewed.choices[0].message.content
+    assert usage.usage.prompt_tokens == previewed.usage.prompt_tokens and usage.timings["predicted_n"] == 4
+
+    new = preview(client, {"name": "Brand new", "model": str(tiny_model_path)})  # a GPT not saved yet
+    assert new.model == "brand-new" and new.choices[0].message.annotations == []
+    assert [g.slug for g in store.list_gpts()] == [slug]  # a preview saves nothing
+
+
+def test_a_preview_of_a_bad_draft_names_the_field(client, tiny_model_path):
+    def refused(spec: dict, model: str | None = None, **params) -> openai.APIStatusError:
+        with pytest.raises(openai.APIStatusError) as e:
+            preview(client, spec, model, **params)
+        return e.value
+
+    tiny = str(tiny_model_path)
+    typo = refused({"name": "X", "model": tiny, "generation": {"temprature": 1}})
+    assert (typo.status_code, typo.param) == (400, "spec.generation.temprature") and "not a known field" in typo.message
+    assert refused({"description": "no name", "model": tiny}).param == "spec.name"
+    unknown = refused({"name": "X", "model": "no-such-model"})
+    assert (unknown.status_code, unknown.param) == (400, "spec.model") and "No model named" in unknown.message
+    missing = refused({"name": "X", "model": tiny}, "no-such-gpt")
+    assert (missing.status_code, missing.param, missing.code) == (404, "model", "model_not_found")
+    system = refused({"name": "X", "model": tiny}, messages=[{"role": "system", "content": "x"}, *HELLO])
+    assert system.param == "messages" and "instructions are the system message" in system.message
+    assert refused({"name": "X", "model": tiny}, temperature=3).param == "temperature"
+    with pytest.raises(openai.BadRequestError) as no_spec:
+        client.post("/gpts/preview", body={"messages": HELLO}, cast_to=ChatCompletion)
+    assert no_spec.value.param == "spec"
+
+
 def test_a_client_that_goes_away_frees_its_slot(serve, tiny_model_path, tmp_path):
     """One slot, and a first request that would take 4000 steps: the second one gets the slot as soon as the first
     client leaves, whether it was reading a stream or waiting for a whole answer."""
@@ -290,6 +349,12 @@ def test_a_custom_gpt_answers_from_its_knowledge_and_cites_it(serve, bundled_ggu
     (last,) = [c for c in chunks if c.choices[0].finish_reason]
     assert [a["file_citation"] for a in last.choices[0].delta.annotations] == [citation]  # an extension: dicts
 
+    # The builder's preview of the saved spec, unsaved: the same answer, from the same knowledge, cited alike.
+    previewed = client.post("/gpts/preview", cast_to=ChatCompletion, body={
+        "model": slug, "spec": store.get_gpt(slug).spec.to_dict(), "messages": question, "temperature": 0,
+        "max_tokens": 40}).choices[0].message
+    assert (previewed.content, previewed.annotations) == (message.content, message.annotations)
+
     data = client.chat.completions.create(model="default", temperature=0, max_tokens=60, response_format={
         "type": "json_object"}, messages=[{"role": "user", "content": "Give the capital of France as JSON."}])
     assert data.model == "smollm2-135m-instruct" and data.choices[0].finish_reason == "stop"
@@ -306,9 +371,11 @@ def test_gpts_serve_serves_until_stopped(tiny_model_path):
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         first = server.stdout.readline()
-        assert first.startswith("Serving OpenAI's API at http://127.0.0.1:"), first + server.stderr.read()
+        assert first.startswith("Open http://127.0.0.1:") and " in a browser" in first, first + server.stderr.read()
+        api = server.stdout.readline()
+        assert api.strip() == f"OpenAI's API: {first.split()[1]}v1"
         assert server.stdout.readline().strip() == "Models: tiny"
-        client = openai.OpenAI(base_url=first.split()[-1], api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=api.split()[-1], api_key="unused", max_retries=0)
         assert "tiny" in [m.id for m in client.models.list().data]
         assert client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).usage.completion_tokens == 2
     finally:

@@ -187,6 +187,75 @@ def test_conversations(api, hr):
     assert [c["id"] for c in ok(api.get("/v1/conversations"))["data"]] == [second]
 
 
+def test_conversations_are_started_and_continued_over_http(api, hr):
+    ok(api.post("/v1/gpts", json=hr))
+    started = ok(api.post("/v1/conversations", json={"model": "tiny"}))
+    assert started == {"object": "conversation", "id": started["id"], "slug": "tiny", "title": "",
+                       "created_at": started["created_at"], "updated_at": started["updated_at"], "messages": [],
+                       "turns": 0}
+    talk = f"/v1/conversations/{started['id']}/turns"
+    usage = {"prompt_tokens": 9, "completion_tokens": 2, "timings": {"predicted_per_second": 41.5}}
+    first = ok(api.post(talk, json={"user": "How many days of leave do I get?", "assistant": "27.", "usage": usage}))
+    assert first["title"] == "How many days of leave do I get?" and first["turns"] == 1  # named by its question
+    assert first["messages"][1] == {"role": "assistant", "content": "27.", "at": first["messages"][1]["at"],
+                                    "version": None, "citations": [], "usage": usage}  # a model has no versions
+    ok(api.post(talk, json={"user": "And dogs?", "assistant": "No."}))
+    regenerated = ok(api.post(talk, json={"user": "And dogs?", "assistant": "On Fridays.", "keep": 1}))
+    assert [m["content"] for m in regenerated["messages"]] == ["How many days of leave do I get?", "27.", "And dogs?",
+                                                               "On Fridays."]
+    edited = ok(api.post(talk, json={"user": "How many days, exactly?", "assistant": "Twenty-seven.", "keep": 0}))
+    assert [m["content"] for m in edited["messages"]] == ["How many days, exactly?", "Twenty-seven."]
+    renamed = ok(api.patch(f"/v1/conversations/{started['id']}", json={"title": "  Leave  "}))
+    assert renamed["title"] == "Leave" and renamed["turns"] == 1
+    assert ok(api.get(f"/v1/conversations/{started['id']}")) == renamed
+
+    with_gpt = ok(api.post("/v1/conversations", json={"model": "larkspur-hr", "title": "HR questions"}))
+    assert (with_gpt["slug"], with_gpt["title"]) == ("larkspur-hr", "HR questions")
+    assert ok(api.get("/v1/gpts/larkspur-hr"))["conversations"] == 1  # linked to the GPT: its usage counts it
+    annotation = {"type": "file_citation",
+                  "file_citation": {"filename": "handbook.md", "chunk": 0, "lines": [3, 3], "quote": "27 days"}}
+    answered = ok(api.post(f"/v1/conversations/{with_gpt['id']}/turns",
+                           json={"user": "Leave?", "assistant": "27 days.", "citations": [annotation]}))
+    assert answered["messages"][1]["citations"] == [{"file": "handbook.md", "chunk": 0, "lines": [3, 3],
+                                                     "quote": "27 days"}]  # kept as `gpts run` keeps them
+    assert answered["messages"][1]["version"] == 1  # the GPT's version that answered
+    ok(api.patch("/v1/gpts/larkspur-hr", json={"description": "Version two."}))
+    again = ok(api.post(f"/v1/conversations/{with_gpt['id']}/turns", json={"user": "Sure?", "assistant": "Yes."}))
+    assert [m.get("version") for m in again["messages"]] == [None, 1, None, 2]
+    assert [c["id"] for c in ok(api.get("/v1/conversations", params={"gpt": "tiny"}))["data"]] == [started["id"]]
+
+
+def test_conversation_requests_are_checked(api, hr):
+    ok(api.post("/v1/gpts", json=hr))
+    refused(api.post("/v1/conversations", json={"model": "nope"}), 404, "The model 'nope' does not exist", "model")
+    refused(api.post("/v1/conversations", json={}), 400, "required", "model")
+    refused(api.post("/v1/conversations", json={"model": "tiny", "title": "   "}), 400, "at least 1", "title")
+    refused(api.post("/v1/conversations", json={"model": "tiny", "title": "x" * 201}), 400, "at most 200", "title")
+    refused(api.post("/v1/conversations", json={"model": "tiny", "colour": "blue"}), 400, "Extra inputs", "colour")
+    conversation = ok(api.post("/v1/conversations", json={"model": "tiny"}))
+    talk = f"/v1/conversations/{conversation['id']}/turns"
+
+    refused(api.post(talk, json={"user": " \n", "assistant": "Hi."}), 400, "must not be blank", "user")
+    refused(api.post(talk, json={"user": "Hi", "assistant": "Hi.", "keep": -1}), 400, "greater than or equal", "keep")
+    refused(api.post(talk, json={"user": "Hi", "assistant": "Hi.", "keep": 1}), 400, "it has 0", "keep")
+    refused(api.post(talk, json={"assistant": "Hi."}), 400, "required", "user")
+    refused(api.patch(f"/v1/conversations/{conversation['id']}", json={"title": ""}), 400, "at least 1", "title")
+    for method, path, body in [("PATCH", "/v1/conversations/nope", {"title": "x"}),
+                               ("POST", "/v1/conversations/nope/turns", {"user": "Hi", "assistant": "Hi."})]:
+        refused(api.request(method, path, json=body), 404, "No conversation 'nope'")
+    assert ok(api.get(f"/v1/conversations/{conversation['id']}"))["turns"] == 0  # nothing refused was written
+
+
+def test_the_spec_a_builder_fills_in(api):
+    spec = ok(api.get("/v1/gpt_spec"))
+    assert spec["object"] == "gpt_spec" and spec["max_instructions"] == 8000 and spec["max_starters"] == 4
+    assert "writing" in spec["categories"] and spec["visibilities"] == ["private", "link", "public"]
+    assert spec["template_variables"] == ["current_date", "current_time", "gpt_name"]
+    fields = spec["schema"]["properties"]
+    assert {"name", "instructions", "conversation_starters", "examples", "generation", "retrieval"} <= set(fields)
+    assert fields["instructions"]["maxLength"] == 8000 and spec["schema"]["required"] == ["name"]
+
+
 def test_errors_say_what_and_where(api, hr):
     ok(api.post("/v1/gpts", json=hr))
     for method, path in [("GET", "/v1/gpts/nope"), ("PATCH", "/v1/gpts/nope"), ("DELETE", "/v1/gpts/nope"),
@@ -241,7 +310,7 @@ def test_uploads_are_checked_and_never_paths(api, hr, tmp_path):
     refused(api.post("/v1/gpts/larkspur-hr/knowledge", files=knowledge(("a.md", b"x"), ("a.md", b"y"))), 400,
             "both named 'a.md'", "file")
     refused(api.post("/v1/gpts/larkspur-hr/knowledge", files=knowledge(("C:drive.md", b"x"))), 400,
-            "cannot name a knowledge file", "file")
+            "cannot name a file of a GPT", "file")
     refused(api.post("/v1/gpts/larkspur-hr/knowledge", data={"note": "no file"}), 400, "file", "file")
 
     error = refused(api.post("/v1/gpts/import", files={"file": ("junk.gpt", b"not a zip")}), 400, "junk.gpt")

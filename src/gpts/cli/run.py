@@ -45,7 +45,7 @@ def run(slug: SlugArg,
         nonlocal conversation_id
         reply = print_reply(assistant.stream(history, text, **sampling), as_json)
         if conversation_id is None:
-            conversation_id = start_conversation(assistant.gpt, text, assistant.conn)
+            conversation_id = start_conversation(assistant.gpt, conn=assistant.conn)  # named by its first question
         citations = [c.to_dict() for c in reply.citations]
         add_turn(conversation_id, text, reply.text, assistant.gpt.version, citations, reply.usage, assistant.conn)
         history.extend([{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}])
@@ -106,7 +106,7 @@ def conversations(args: Annotated[Optional[list[str]], typer.Argument(
             return
         err.print(f"[bold]{thread.title}[/] with {thread.slug}, {thread.created_at}", highlight=False)
         for m in thread.messages:
-            who = "you" if m["role"] == "user" else f"{thread.slug} v{m['version']}"
+            who = "you" if m["role"] == "user" else thread.slug + (f" v{m['version']}" if m.get("version") else "")
             out.print(f"[bold]{who}:[/] ", end="", highlight=False)
             print_plain(m["content"])
             for c in m.get("citations") or []:

@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from gpts.errors import GptsError, naming
+from gpts.errors import GptsError, named, naming
 from gpts.events import Event, Message, Progress
 from gpts.fileio import read_json
 from gpts.finetune import BASE_LEARNING_RATE, CSV_COLUMNS, SETTINGS_FILE, FinetuneConfig, checkpoints, finetune
@@ -41,6 +41,11 @@ LOCK_WAIT_S = 120.0  # how long a resumed run waits for the worker of a dead ser
 LEVELS = {"info": "info", "warning": "warn", "sample": "info"}
 
 
+def job_files(job: Job) -> dict[Path, str]:
+    """The paths of the job's files in the store, and their ids: what its events and errors call them."""
+    return {upload_path(f): f for f in (job.training_file, job.validation_file) if f}
+
+
 class JobReport:
     """finetune's `report` callback: its messages become the job's events; at each step of training, the new rows
     of metrics.jsonl become metrics events, and checkpoints where an epoch ended. Once `stop` is set, what finetune
@@ -52,10 +57,11 @@ class JobReport:
         self.after_step = after_step  # the steps up to here are recorded already
         self.offset = 0  # how far metrics.jsonl is read
         self.total_steps: float | None = None
+        self.files = job_files(job)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Message) and not (self.stop.is_set() and event.level == "info"):
-            log_event(self.conn, self.job.id, event.text, LEVELS[event.level])
+            log_event(self.conn, self.job.id, named(event.text, self.files), LEVELS[event.level])
         elif isinstance(event, Progress) and event.task == "Fine-tuning":
             if self.total_steps is None:
                 self.total_steps = event.total
@@ -171,9 +177,8 @@ def main(job_id: str) -> int:
     conn = connect()
     try:
         job = get_job(conn, job_id)
-        files = {upload_path(f): f for f in (job.training_file, job.validation_file) if f}
         try:
-            with naming(files):
+            with naming(job_files(job)):
                 summary = train(conn, job, stop)
         except GptsError as e:
             move(conn, job.id, "running", "failed", "Fine-tuning failed.",

@@ -1,5 +1,6 @@
 """The OpenAI endpoints' requests and answers as pydantic models, under OpenAI's names (its API reference): chat
-completions, completions, models, usage and the streamed chunks. No torch here.
+completions (and the builder's preview of a draft GPT, which adds the draft's spec), completions, fine-tuning's
+hyperparameters, models, usage and the streamed chunks. No torch here.
 
 Requests ignore fields they do not know (OpenAI's clients send new ones every release), refuse the ones gpts knows
 but does not do (tools, logit_bias, echo: an answer that silently ignored them would be wrong), and check every value
@@ -9,9 +10,9 @@ as OpenAI does, so that a bad one is a 400 naming it. Answers carry two extensio
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 MAX_STOP = 4  # stop sequences, as OpenAI
@@ -164,6 +165,14 @@ class ChatCompletionRequest(Sampling):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+class PreviewRequest(ChatCompletionRequest):
+    """A chat completion from an unsaved draft of a GPT (POST /v1/gpts/preview): its spec's fields, as a spec file
+    holds them."""
+
+    model: str | None = Field(None, min_length=1)  # the saved GPT the draft edits (its knowledge); None: a new GPT
+    spec: dict[str, Any]
+
+
 class CompletionRequest(Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
@@ -182,7 +191,42 @@ class CompletionRequest(Sampling):
         return value
 
 
+# -- fine-tuning ------------------------------------------------------------------------------------------------------
+
+
+def auto_or(most: float, whole: bool) -> PlainValidator:
+    """"auto", or a number above 0 and at most `most` (a whole one, if `whole`): one rule, so that an error names the
+    field alone rather than each alternative of a union."""
+
+    def check(value: Any) -> Any:
+        kinds = (int,) if whole else (int, float)
+        if value == "auto" or (type(value) in kinds and 0 < value <= most):
+            return value
+        raise ValueError(f"it must be 'auto' or a {'whole ' if whole else ''}number above 0 and at most {most:g}")
+    return PlainValidator(check)
+
+
+class Hyperparameters(BaseModel):
+    """OpenAI's, with its bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: Annotated[int | str, auto_or(50, whole=True)] = "auto"
+    batch_size: Annotated[int | str, auto_or(256, whole=True)] = "auto"
+    learning_rate_multiplier: Annotated[float | str, auto_or(10, whole=False)] = "auto"
+
+
+class TuneRequest(Hyperparameters):
+    """POST /v1/gpts/{slug}/tune: `gpts tune`'s settings."""
+
+    max_steps: int | None = Field(None, ge=1)  # stop early
+
+
 # -- answers ----------------------------------------------------------------------------------------------------------
+
+
+def sse(data: str) -> str:
+    """One server-sent event: what a stream sends for each chunk, and `[DONE]` last."""
+    return f"data: {data}\n\n"
 
 
 def _omit_none(**kwargs: Any) -> Any:

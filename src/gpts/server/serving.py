@@ -9,7 +9,8 @@ Model ids are what a user would type:
 
 A base model is loaded once (in a worker thread, so the server keeps answering meanwhile) and gets one Engine that
 every request for it shares, the GPTs built on it included: their fixed instructions and examples are the prefix the
-engine reuses between conversations. The models named at startup load at once; a GPT's model loads on first use.
+engine reuses between conversations. The models named at startup load at once; a GPT's model loads on first use, and
+so does the model of a GPT's unsaved draft (`Serving.preview`, the builder's preview).
 
 Nothing here imports torch at module level: the app and its routes import this module, and torch comes with the
 first model.
@@ -18,6 +19,7 @@ first model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gpts.assistant import Assistant
-from gpts.errors import ContextTooLong, GptsError
+from gpts.errors import ContextTooLong, GptsError, NotFoundError
 from gpts.refs import ALIASES, DEFAULT_MODEL, resolve
 from gpts.server.errors import ApiError, bad_request, from_gpts_error, not_found
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from gpts.api import LoadedModel
     from gpts.engine import Engine, EngineRequest
     from gpts.generate import GenerationConfig
+    from gpts.spec import GptSpec
     from gpts.store.catalogue import Gpt
     from gpts.store.retrieval import Passage
 
@@ -120,6 +123,7 @@ class Target:
 
     entry: ModelEntry
     backend: Backend
+    draft: Gpt | None = None  # a preview's unsaved GPT, answering instead of the stored one
 
     @property
     def tokenizer(self) -> Any:
@@ -158,7 +162,7 @@ class Target:
         history, message = _gpt_conversation(messages, self.entry.id)
         conn = connect()
         try:
-            assistant = Assistant(get_gpt(self.entry.gpt, conn=conn), self.backend.model, conn)
+            assistant = Assistant(self.draft or get_gpt(self.entry.gpt, conn=conn), self.backend.model, conn)
             built = assistant.prompt(history, message, sampling)
         finally:
             conn.close()
@@ -273,12 +277,25 @@ class Serving:
     async def target(self, model_id: str) -> Target:
         """The model a request names, loaded (a request for a model still loading waits for it)."""
         entry = await asyncio.to_thread(self.entry, model_id)
+        return Target(entry, await self._backend(entry.ref, "model"))
+
+    async def preview(self, spec: GptSpec, slug: str | None) -> Target:
+        """An unsaved draft of a GPT, ready to answer as the saved GPT `slug` would with `spec` (its stored
+        knowledge included), or as a new GPT (no knowledge) when `slug` is None; on the draft's model."""
+        draft = await asyncio.to_thread(_draft, spec, slug)
+        return Target(_gpt_entry(draft), await self._backend(spec.model, "spec.model"), draft)
+
+    def loaded(self, ref: str) -> LoadedModel | None:
+        """The model `ref` names when it is loaded (served, or the base of a GPT that has answered); else None."""
+        task = self._loads.get(model_key(ref))
+        return task.result().model if _loaded(task) else None
+
+    async def _backend(self, ref: str, param: str) -> Backend:
         try:
-            backend = await asyncio.shield(self._load(entry.ref))  # a request that goes away leaves the load going
+            return await asyncio.shield(self._load(ref))  # a request that goes away leaves the load going
         except GptsError as e:
-            raise ApiError(500, f"The model {entry.ref!r} could not be loaded: {e.problem} {e.fix}".strip(),
-                           "model", "model_load_failed") from e
-        return Target(entry, backend)
+            raise ApiError(500, f"The model {ref!r} could not be loaded: {e.problem} {e.fix}".strip(), param,
+                           "model_load_failed") from e
 
     # -- loading and engines ----------------------------------------------------------------------------------------
 
@@ -326,6 +343,29 @@ def _loaded(task: asyncio.Task[Backend] | None) -> bool:
 def _log_failure(ref: str, task: asyncio.Task[Backend]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("The model %s could not be loaded: %s", ref, task.exception())
+
+
+def _draft(spec: GptSpec, slug: str | None) -> Gpt:
+    """The Gpt a preview answers as: the saved one with the draft's spec, or a new one with no files."""
+    from gpts.store.catalogue import Gpt, get_gpt, now
+    from gpts.store.db import connect
+
+    try:
+        resolve(spec.model)  # a draft naming no model is the request's fault, not a failed load
+    except GptsError as e:
+        raise from_gpts_error(e, "spec.model") from e
+    if slug is None:
+        return Gpt(id=0, slug=spec.slug or "", version=0, current_version=0, spec=spec, files=[], created_at=now(),
+                   updated_at=now())
+    conn = connect()
+    try:
+        saved = get_gpt(slug, conn=conn)
+    except NotFoundError as e:
+        raise not_found(f"No GPT named {slug!r} in the store: a preview's model is the slug of the GPT it edits, or "
+                        "absent for a new GPT.", "model", "model_not_found") from e
+    finally:
+        conn.close()
+    return dataclasses.replace(saved, spec=spec.model_copy(update={"slug": slug}))
 
 
 def _gpt_entry(gpt: Gpt) -> ModelEntry:

@@ -14,7 +14,7 @@ a GPT with knowledge files loads its model's tokenizer (to cut them into chunks 
     files.py          the copies of knowledge files, stored once by content hash
     fts.py            full-text terms for every language (CJK as character pairs)
     retrieval.py      the passages of a GPT's knowledge that answer a question
-    conversations.py  threads and messages
+    conversations.py  threads and messages, with GPTs and with models
     bundles.py        a GPT as one .gpt file (export, import), and Ollama's Modelfile in and out
     archive.py        the .gpt archive format, and the checks that make importing one safe
     ready.py          the GPTs that ship with gpts, installed on first use
@@ -26,7 +26,7 @@ from gpts.store.catalogue import (Gpt, Rating, Version, create_gpt, edit_gpt, fe
                                   list_gpts, rate_gpt, record_evaluation, remove_gpt, restore_gpt, search_gpts,
                                   set_featured, trending_gpts)
 from gpts.store.conversations import (Conversation, add_turn, get_conversation, list_conversations,
-                                      remove_conversation, start_conversation)
+                                      remove_conversation, rename_conversation, start_conversation)
 from gpts.store.db import connect, database_path
 from gpts.store.ready import install_ready_gpts
 from gpts.store.retrieval import Passage, retrieve
@@ -35,6 +35,6 @@ __all__ = [
     "Conversation", "Gpt", "GptSpec", "Passage", "Rating", "Version", "add_turn", "connect", "create_gpt",
     "database_path", "edit_gpt", "export_gpt", "export_ollama", "featured_gpts", "get_conversation", "get_gpt", "gpt_versions",
     "import_gpt", "import_modelfile", "install_ready_gpts", "is_bundle", "list_conversations", "list_gpts", "parse_spec", "rate_gpt", "read_spec",
-    "record_evaluation", "remove_conversation", "remove_gpt", "restore_gpt", "retrieve", "search_gpts",
+    "record_evaluation", "remove_conversation", "remove_gpt", "rename_conversation", "restore_gpt", "retrieve", "search_gpts",
     "set_featured", "start_conversation", "trending_gpts",
 ]

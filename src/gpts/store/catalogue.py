@@ -148,14 +148,14 @@ def list_gpts(category: str | None = None, sort: Sort = "recent", conn: sqlite3.
 
 def search_gpts(query: str, category: str | None = None, conn: sqlite3.Connection | None = None) -> list[Gpt]:
     """GPTs whose name, description, instructions or tags match `query`, BM25-ranked, those whose name matches
-    first."""
+    first. The last word may be unfinished (search as you type)."""
     _check_category(category)
     conn = conn or connect()
-    expression = match_expression(query)
+    expression = match_expression(query, prefix=True)
     if expression is None:
         raise GptsError("The search has no words to look for.", "Search for a word, e.g. `gpts search translate`.")
     name_matches = {r[0] for r in conn.execute("SELECT rowid FROM gpts_fts WHERE gpts_fts MATCH ?",
-                                               (match_expression(query, "name"),))}
+                                               (match_expression(query, "name", prefix=True),))}
     ranked = conn.execute("SELECT rowid, bm25(gpts_fts, 10.0, 4.0, 1.0, 6.0) AS rank FROM gpts_fts "
                           "WHERE gpts_fts MATCH ? ORDER BY rank", (expression,)).fetchall()
     order = sorted(ranked, key=lambda r: (r[0] not in name_matches, r[1]))

@@ -46,11 +46,17 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(kept))
 
 
-def match_expression(text: str, column: str | None = None) -> str | None:
+def match_expression(text: str, column: str | None = None, prefix: bool = False) -> str | None:
     """An FTS5 MATCH expression for a free-text query (any term may match; BM25 ranks those with more, rarer
-    ones first), or None when the query has no words. Every term is quoted: a user's text is never FTS5 syntax."""
+    ones first), or None when the query has no words. Every term is quoted: a user's text is never FTS5 syntax.
+    With `prefix`, a last word still being typed (nothing after it) matches the words it starts: search as you type
+    finds "haiku" at "hai"."""
     terms = query_terms(text)
     if not terms:
         return None
-    expression = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
+    last = _WORD.findall(text.lower())[-1] if prefix else ""
+    if prefix and text[-1:].isalnum() and not _CJK_RUN.fullmatch(last) and terms[-1] == last:
+        quoted[-1] += "*"
+    expression = " OR ".join(quoted)
     return f"{column} : ({expression})" if column else expression

@@ -23,39 +23,19 @@ from contextlib import closing
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, Field
 
 from gpts.events import Event, Message
 from gpts.jobs import (JobFileError, JobRunner, cancel_job, create_job, fine_tuned_models, get_job, list_checkpoints,
                        list_events, list_jobs)
 from gpts.server.errors import bad_request, from_gpts_error
+from gpts.server.protocol import Hyperparameters
 from gpts.server.routes.files import page_body
 from gpts.server.routes.store import Store
 from gpts.store.db import connect
 
 log = logging.getLogger("gpts.server")
 router = APIRouter()
-
-
-def auto_or(most: float, whole: bool) -> PlainValidator:
-    """"auto", or a number above 0 and at most `most` (a whole one, if `whole`): one rule, so that an error names the
-    field alone rather than each alternative of a union."""
-
-    def check(value: Any) -> Any:
-        kinds = (int,) if whole else (int, float)
-        if value == "auto" or (type(value) in kinds and 0 < value <= most):
-            return value
-        raise ValueError(f"it must be 'auto' or a {'whole ' if whole else ''}number above 0 and at most {most:g}")
-    return PlainValidator(check)
-
-
-class Hyperparameters(BaseModel):
-    """OpenAI's, with its bounds."""
-
-    model_config = ConfigDict(extra="forbid")
-    n_epochs: Annotated[int | str, auto_or(50, whole=True)] = "auto"
-    batch_size: Annotated[int | str, auto_or(256, whole=True)] = "auto"
-    learning_rate_multiplier: Annotated[float | str, auto_or(10, whole=False)] = "auto"
 
 
 class Supervised(BaseModel):

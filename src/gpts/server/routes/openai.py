@@ -1,4 +1,7 @@
-"""OpenAI's model endpoints: GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions.
+"""OpenAI's model endpoints: GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions; and
+POST /v1/gpts/preview, a chat completion from an unsaved draft of a GPT (the builder's preview): the body of
+/v1/chat/completions with the draft's spec fields as "spec", and as "model" the slug of the saved GPT it edits (whose
+stored knowledge it answers from) or nothing for a new GPT. Its answer is a chat completion's, citations included.
 
 Each request: find the model (404), build the prompt in a worker thread (a GPT's retrieval, the chat template),
 submit it to the model's engine (429 when its queue is full, 400 when it does not fit the context), then answer
@@ -23,13 +26,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from gpts.assistant import cite
-from gpts.server.errors import error_body
+from gpts.server.errors import error_body, from_gpts_error
 from gpts.server.metrics import observe_request
 from gpts.server.protocol import (ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
                                   ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessage, CompletionChoice,
-                                  CompletionLogprobs, CompletionRequest, Model, ModelList, PromptTokensDetails,
-                                  Sampling, TextCompletion, TokenLogprob, TopLogprob, Usage)
+                                  CompletionLogprobs, CompletionRequest, Model, ModelList, PreviewRequest,
+                                  PromptTokensDetails, Sampling, TextCompletion, TokenLogprob, TopLogprob, Usage, sse)
 from gpts.server.serving import ModelEntry, Prepared, Serving, Target
+from gpts.spec import SpecError, parse_spec
 
 if TYPE_CHECKING:
     from gpts.engine import EngineRequest
@@ -70,7 +74,19 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    target = await _serving(request).target(body.model)
+    return await _chat(request, body, await _serving(request).target(body.model))
+
+
+@router.post("/v1/gpts/preview")
+async def preview(body: PreviewRequest, request: Request) -> Response:
+    try:
+        spec = parse_spec(body.spec, " of the preview")
+    except SpecError as e:
+        raise from_gpts_error(e, f"spec.{e.field}") from e
+    return await _chat(request, body, await _serving(request).preview(spec, body.model))
+
+
+async def _chat(request: Request, body: ChatCompletionRequest, target: Target) -> Response:
     fmt = body.response_format
     prepared = await asyncio.to_thread(target.prepare_chat, [m.to_dict() for m in body.messages], body.sampling(),
                                        fmt.json_schema_dict if fmt else None, fmt is not None and fmt.constrained)
@@ -112,19 +128,19 @@ async def _events(request: Request, req: EngineRequest, answer: _Answer, include
     first_token_at = None
     try:
         for chunk in answer.opening():
-            yield _sse(chunk.model_dump_json())
+            yield sse(chunk.model_dump_json())
         async for event in req.aevents():
             first_token_at = first_token_at or time.perf_counter()
             chunk = answer.chunk(event)
             if chunk is not None:
-                yield _sse(chunk.model_dump_json())
+                yield sse(chunk.model_dump_json())
         _observe(request, answer, req.completions, first_token_at)
         if include_usage:
-            yield _sse(answer.usage_chunk(req.completions).model_dump_json())
-        yield _sse("[DONE]")
+            yield sse(answer.usage_chunk(req.completions).model_dump_json())
+        yield sse("[DONE]")
     except Exception as e:  # the status line went out with the first chunk: the error goes in the stream
         log.exception("a stream failed", exc_info=e)
-        yield _sse(json.dumps(error_body(500, f"Internal error: {type(e).__name__}. The server log has the details.")))
+        yield sse(json.dumps(error_body(500, f"Internal error: {type(e).__name__}. The server log has the details.")))
     finally:
         if not req.finished:  # the client went away (Starlette cancelled this generator): free the slots
             req.abort()
@@ -133,10 +149,6 @@ async def _events(request: Request, req: EngineRequest, answer: _Answer, include
 def _observe(request: Request, answer: _Answer, completions: list[Completion], first_token_at: float | None) -> None:
     usage = _usage(completions)
     observe_request(request, answer.model, usage.prompt_tokens, usage.completion_tokens, first_token_at)
-
-
-def _sse(data: str) -> str:
-    return f"data: {data}\n\n"
 
 
 # -- shaping the answers ----------------------------------------------------------------------------------------------

@@ -18,8 +18,23 @@ answering in JSON. Nothing here is a second implementation: each route parses, c
     DELETE /v1/gpts/{slug}/knowledge/{name}      a new version without that knowledge file
     POST   /v1/gpts/{slug}/ratings               {"stars": 1-5, "review": "...", "user": "..."}: rating again replaces
     GET    /v1/gpts/{slug}/export[?version=N]    the .gpt bundle (application/zip), what `gpts import URL` installs
-    GET    /v1/conversations[?gpt=SLUG]          conversations, latest first (without their messages)
+    POST   /v1/gpts/{slug}/evaluation            multipart: `file` [, `note`]: a new version with this evaluation set
+                                                 (JSONL rows: {"text", "label"}, {"prompt", "answer"} or {"context",
+                                                 "choices", "answer"}), replacing the one it had
+    POST   /v1/gpts/{slug}/evaluate              score the current version on its evaluation set (`gpts eval gpt`)
+                                                 and record it: the GPT's `score` is this
+    POST   /v1/gpts/{slug}/tune                  {"n_epochs", "batch_size", "learning_rate_multiplier", "max_steps"},
+                                                 all optional: `gpts tune`, followed as server-sent events
+    GET    /v1/gpt_spec                          what a spec holds: its JSON schema, the categories, the limits
+    GET    /v1/conversations[?gpt=SLUG]          conversations, latest first (without their messages); ?gpt= takes
+                                                 a model's id as well
+    POST   /v1/conversations                     {"model": ID, "title": "..."}: a new conversation with a model or a
+                                                 GPT (its slug); untitled ("") until its first question names it
     GET    /v1/conversations/{id}                one conversation, with its messages
+    PATCH  /v1/conversations/{id}                {"title": "..."}: renamed
+    POST   /v1/conversations/{id}/turns          {"user", "assistant", "citations", "usage", "keep"}: a question and
+                                                 its answer, after the first `keep` turns (default: all of them; fewer
+                                                 replace the later ones: a regenerated answer, an edited question)
     DELETE /v1/conversations/{id}
 
 Objects are the CLI's `--json` objects with OpenAI's `object` and `id` fields added (times are ISO 8601, UTC):
@@ -27,8 +42,22 @@ Objects are the CLI's `--json` objects with OpenAI's `object` and `id` fields ad
      "builtin", "featured", "rating", "ratings", "conversations", "score"}
     {"object": "gpt.version", "version", "created_at", "note", "current"}
     {"object": "gpt.rating", "slug", "user", "stars", "review", "average", "count"}
+    {"object": "gpt.evaluation", "slug", "version", "kind", "metric", "score", "n", "details"}
+    {"object": "gpt_spec", "schema", "categories", "max_instructions", "max_starters", "visibilities",
+     "template_variables"}
     {"object": "conversation", "id", "slug", "title", "created_at", "updated_at", "turns"[, "messages"]}
     {"object": "list", "data": [...]}, {"object": "gpt.deleted" | "conversation.deleted", "id", "deleted": true}
+A conversation's messages are {"role": "user", "content", "at"} and {"role": "assistant", "content", "at", "version",
+"citations": [{"file", "chunk", "pages" | "lines", "quote"}], "usage"}; `version` is the GPT version that answered
+(null with a model). A turn's citations may come as the chat answer's annotations ({"type": "file_citation",
+"file_citation": {"filename", ...}}): they are kept as the others are.
+
+A tune's events are `data: {"type": "message", "text", "level"}` and `data: {"type": "progress", "task",
+"completed", "total", "unit", "metrics", "done"}` lines (gpts.events) while it runs; the last is `data: {"type":
+"result", "version", "adapter", "examples", "before", "after"}` (before and after: the evaluations, null without an
+evaluation set) or `data: {"type": "error", "error": {...}}`, then `data: [DONE]`. A client that closes the stream
+stops the tuning at its next step, and the GPT stays as it was.
+
 Errors are OpenAI's (gpts.server.errors): an unknown GPT, version, file or conversation 404; an invalid spec 400
 naming the field as `param`; a slug that is taken 409; an upload over the server's upload limit 413.
 
@@ -40,29 +69,43 @@ upload as the client did.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import re
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import Receive, Scope, Send
 
-from gpts.errors import naming
-from gpts.server.errors import bad_request
+from gpts.assistant import Assistant, evaluate_gpt
+from gpts.errors import GptsError, NotFoundError, naming
+from gpts.events import Report
+from gpts.interrupt import StopRequest
+from gpts.server.errors import bad_request, error_body, from_gpts_error
+from gpts.server.protocol import TuneRequest, sse
 from gpts.server.security import accepts_upload
-from gpts.store import (Gpt, create_gpt, edit_gpt, export_gpt, featured_gpts, get_conversation, get_gpt, gpt_versions,
-                        import_gpt, list_conversations, list_gpts, parse_spec, rate_gpt, remove_conversation,
-                        remove_gpt, restore_gpt, search_gpts, trending_gpts)
+from gpts.spec import CATEGORIES, MAX_INSTRUCTIONS, MAX_STARTERS, TEMPLATE_VARIABLES, GptSpec, evaluation_kind
+from gpts.store import (Gpt, add_turn, create_gpt, edit_gpt, export_gpt, featured_gpts, get_conversation, get_gpt,
+                        gpt_versions, import_gpt, list_conversations, list_gpts, parse_spec, rate_gpt,
+                        record_evaluation, remove_conversation, remove_gpt, rename_conversation, restore_gpt,
+                        search_gpts, start_conversation, trending_gpts)
 from gpts.store.catalogue import FileSource
 from gpts.store.db import connect, store_dir
+from gpts.tune import tune_gpt
 
+if TYPE_CHECKING:
+    from gpts.api import LoadedModel
+
+log = logging.getLogger("gpts.server")
 router = APIRouter()
 
 _COPY_CHUNK = 1024 * 1024
@@ -235,7 +278,146 @@ class _TemporaryFileResponse(FileResponse):
             shutil.rmtree(self.folder, ignore_errors=True)  # not awaited: a cancelled request would skip it
 
 
+@router.get("/v1/gpt_spec")
+def gpt_spec() -> dict[str, Any]:
+    """What a builder needs to know of a spec: its fields (JSON Schema) and the values and limits it checks."""
+    return {"object": "gpt_spec", "schema": GptSpec.model_json_schema(), "categories": list(CATEGORIES),
+            "max_instructions": MAX_INSTRUCTIONS, "max_starters": MAX_STARTERS,
+            "visibilities": list(get_args(GptSpec.model_fields["visibility"].annotation)),
+            "template_variables": list(TEMPLATE_VARIABLES)}
+
+
+# -- measuring and tuning ----------------------------------------------------------------------------------------
+
+
+@router.post("/v1/gpts/{slug}/evaluation")
+@accepts_upload
+def set_evaluation(slug: str, file: Annotated[UploadFile, File()], conn: Store,
+                   note: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+    name = _cited_name(file)
+    current = get_gpt(slug, conn=conn)
+    # The whole spec and file list of the current version, with this set for its evaluation set: spec fields name
+    # no files (the files are given), so nothing is read from disk again.
+    spec = current.spec.model_copy(update={"knowledge": [], "evaluation": None})
+    kept = [FileSource(f.kind, f.name, sha256=f.sha256) for f in current.files if f.kind != "evaluation"]
+    with _upload_folder() as folder:
+        path = folder / f"evaluation{_suffix(name)}"
+        _save(file, path)
+        with naming({path: name}):
+            evaluation_kind(path)  # a set that could never be scored is refused now, naming the upload
+            return _gpt(edit_gpt(slug, spec=spec, files=[*kept, FileSource("evaluation", name, path)],
+                                 note=note or f"evaluation: {name}", conn=conn))
+
+
+@router.post("/v1/gpts/{slug}/evaluate")
+async def evaluate(slug: str, request: Request) -> dict[str, Any]:
+    """The current version measured with the model the server serves it with (loaded once, shared with its chats)."""
+    gpt = await asyncio.to_thread(get_gpt, slug)
+    if gpt.file("evaluation") is None:
+        raise bad_request(f"{slug} has no evaluation set to be measured on. Upload one (a JSONL file) to "
+                          f"POST /v1/gpts/{slug}/evaluation first.", code="no_evaluation_set")
+    target = await request.app.state.serving.target(slug)
+    return await asyncio.to_thread(_evaluate, gpt, target.backend.model)
+
+
+def _evaluate(gpt: Gpt, model: LoadedModel) -> dict[str, Any]:
+    with closing(connect()) as conn:
+        result = evaluate_gpt(Assistant(gpt, model, conn))
+        record_evaluation(gpt.slug, gpt.version, result["metric"], result["score"], result, conn)
+    return {"object": "gpt.evaluation", "slug": gpt.slug, "version": gpt.version, **result}
+
+
+@router.post("/v1/gpts/{slug}/tune")
+async def tune(slug: str, body: Annotated[TuneRequest | None, Body()] = None) -> StreamingResponse:
+    """LoRA-tune the GPT's model on its examples (`gpts tune`: a new version whose model is the adapter, measured
+    before and after when it has an evaluation set), in a worker thread, its events streamed as they come."""
+    await asyncio.to_thread(get_gpt, slug)  # an unknown GPT is a 404, before the stream starts
+    options = (body or TuneRequest()).model_dump(exclude_none=True)
+
+    def run(report: Report, stop: StopRequest) -> dict[str, Any]:
+        result = tune_gpt(slug, None, report, stop, **options)
+        return {k: v for k, v in result.items() if k != "summary"}  # the run's own figures: the events had them
+
+    return StreamingResponse(_job_events(run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _job_events(work: Callable[[Report, StopRequest], dict[str, Any]]) -> AsyncIterator[str]:
+    """A job run in a worker thread, as server-sent events: each event it reports, then its result or its error,
+    then [DONE]. A client that goes away (Starlette then cancels this generator) stops the job at its next step."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    stop = StopRequest()
+
+    def send(item: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def run() -> None:
+        try:
+            send({"type": "result", **work(lambda event: send(event.to_dict()), stop)})
+        except GptsError as e:
+            error = from_gpts_error(e)
+            send({"type": "error", **error_body(error.status, error.message, error.param, error.code)})
+        except Exception as e:
+            log.exception("a job failed", exc_info=e)
+            send({"type": "error", **error_body(500, f"Internal error: {type(e).__name__}. The server log has the "
+                                                     "details.")})
+
+    loop.run_in_executor(None, run)
+    try:
+        while (item := await queue.get())["type"] not in ("result", "error"):
+            yield sse(json.dumps(item))
+        yield sse(json.dumps(item))
+        yield sse("[DONE]")
+    finally:
+        stop.set()  # the job is over, or nobody is listening any more
+
+
 # -- conversations -----------------------------------------------------------------------------------------------
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class NewConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)  # a model's id or a GPT's slug, as /v1/models lists them
+    title: Title | None = None
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: Title
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    assistant: str  # may be empty: an answer stopped before its first word
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
+    keep: int | None = Field(None, ge=0)
+
+    @field_validator("user")
+    @classmethod
+    def _asked(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question must not be blank")
+        return value
+
+    @field_validator("citations")
+    @classmethod
+    def _as_stored(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A chat answer's annotations, as the store keeps citations: {"file", "chunk", "pages" | "lines", "quote"}."""
+        stored = []
+        for c in value:
+            if c.get("type") == "file_citation" and isinstance(c.get("file_citation"), dict):
+                place = dict(c["file_citation"])
+                c = {"file": place.pop("filename", None), **place}
+            stored.append(c)
+        return stored
+
+
+def _conversation(conversation_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
+    return {"object": "conversation", **get_conversation(conversation_id, conn).to_dict()}
 
 
 @router.get("/v1/conversations")
@@ -248,9 +430,33 @@ def conversations(conn: Store, gpt: str | None = None) -> dict[str, Any]:
     return _list(listed)
 
 
+@router.post("/v1/conversations")
+def new_conversation(body: NewConversation, request: Request, conn: Store) -> dict[str, Any]:
+    entry = request.app.state.serving.entry(body.model)  # a 404 for a model this server does not serve
+    with_ = get_gpt(entry.gpt, conn=conn) if entry.gpt is not None else entry.id
+    return _conversation(start_conversation(with_, body.title, conn), conn)
+
+
 @router.get("/v1/conversations/{conversation_id}")
 def conversation(conversation_id: str, conn: Store) -> dict[str, Any]:
-    return {"object": "conversation", **get_conversation(conversation_id, conn).to_dict()}
+    return _conversation(conversation_id, conn)
+
+
+@router.patch("/v1/conversations/{conversation_id}")
+def rename(conversation_id: str, body: Rename, conn: Store) -> dict[str, Any]:
+    rename_conversation(conversation_id, body.title, conn)
+    return _conversation(conversation_id, conn)
+
+
+@router.post("/v1/conversations/{conversation_id}/turns")
+def turn(conversation_id: str, body: Turn, conn: Store) -> dict[str, Any]:
+    try:
+        add_turn(conversation_id, body.user, body.assistant, None, body.citations, body.usage, conn, keep=body.keep)
+    except NotFoundError:
+        raise
+    except GptsError as e:  # all that is left to refuse: more turns to keep than there are
+        raise from_gpts_error(e, "keep") from e
+    return _conversation(conversation_id, conn)
 
 
 @router.delete("/v1/conversations/{conversation_id}")
@@ -263,11 +469,12 @@ def delete_conversation(conversation_id: str, conn: Store) -> dict[str, Any]:
 
 
 def _cited_name(upload: UploadFile) -> str:
-    """The name a knowledge file is cited by: the base name the client gave it (a label here, never a path). One a
-    .gpt bundle could not hold (a Windows drive, a control character) is refused, so that the GPT can be exported."""
+    """The name a knowledge file is cited by (and an evaluation set shown by): the base name the client gave it (a
+    label here, never a path). One a .gpt bundle could not hold (a Windows drive, a control character) is refused, so
+    that the GPT can be exported."""
     name = PurePosixPath((upload.filename or "").replace("\\", "/")).name
     if name in ("", ".", "..") or ":" in name or len(name) > 255 or any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise bad_request(f"An uploaded file's name ({upload.filename!r}) cannot name a knowledge file.",
+        raise bad_request(f"An uploaded file's name ({upload.filename!r}) cannot name a file of a GPT.",
                           "file", "invalid_file_name")
     return name
 
