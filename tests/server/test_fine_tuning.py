@@ -172,7 +172,8 @@ def test_a_job_resumes_after_its_server_is_killed(tiny):
     def gpts_serve() -> tuple[subprocess.Popen, openai.OpenAI]:
         server = subprocess.Popen([str(script), "serve", "--port", "0", "--model", str(tiny)], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True)
-        url = server.stdout.readline().split()[-1]  # Serving OpenAI's API at http://127.0.0.1:PORT/v1
+        server.stdout.readline()  # Open http://127.0.0.1:PORT/ in a browser: ...
+        url = server.stdout.readline().split()[-1]  # OpenAI's API: http://127.0.0.1:PORT/v1
         return server, openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
 
     server, api = gpts_serve()

@@ -149,7 +149,7 @@ def test_sigterm_lets_the_running_stream_finish_and_exits_0(long_model, tmp_path
         url = None
         while url is None:
             assert server.poll() is None, f"gpts serve ended before it listened:\n{log.read_text()}"
-            found = re.search(r"Serving OpenAI's API at (http://\S+)/v1", log.read_text())
+            found = re.search(r"OpenAI's API: (http://\S+)/v1", log.read_text())
             url = found and found[1]
             time.sleep(0.05)
         wait_ready(url)

@@ -31,8 +31,8 @@ def serve(host: Annotated[str, typer.Option(help="The address to listen on. Beyo
           cors_origin: Annotated[Optional[list[str]], typer.Option(
               help="A web origin allowed to call the API from a browser (repeatable); none by default.")] = None,
           ) -> None:
-    """Serve OpenAI's API (/v1/models, /v1/chat/completions, /v1/completions, files, fine-tuning) and the store's.
-    Point the official `openai` client at http://HOST:PORT/v1."""
+    """Serve the web page (http://HOST:PORT/), OpenAI's API (/v1/models, /v1/chat/completions, /v1/completions,
+    files, fine-tuning) and the store's. Point the official `openai` client at http://HOST:PORT/v1."""
     import uvicorn
 
     from gpts.cli.store import ensure_ready_gpts
@@ -51,7 +51,9 @@ def serve(host: Annotated[str, typer.Option(help="The address to listen on. Beyo
     settings.port = listening.getsockname()[1]
     app = create_app(settings)
     url_host = f"[{host}]" if ":" in host else host
-    print_plain(f"Serving OpenAI's API at http://{url_host}:{settings.port}/v1")
+    print_plain(f"Open http://{url_host}:{settings.port}/ in a browser: chat, the store, the GPT builder, "
+                "fine-tuning, models.")
+    print_plain(f"OpenAI's API: http://{url_host}:{settings.port}/v1")
     print_plain(f"Models: {', '.join(models)}")
     gpts = [g.slug for g in list_gpts()]
     if gpts:

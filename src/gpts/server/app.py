@@ -11,10 +11,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from gpts.server.errors import install_handlers
 from gpts.server.metrics import Metrics, Observe
-from gpts.server.routes import files, fine_tuning, openai, ops, store
+from gpts.server.routes import files, fine_tuning, models, openai, ops, store, web
 from gpts.server.security import BodyLimit, KeyRing, RequireKey
 
-ROUTERS = [ops.router, openai.router, files.router, fine_tuning.router, store.router]
+ROUTERS = [ops.router, openai.router, files.router, fine_tuning.router, store.router, models.router]
 
 
 @dataclass
@@ -39,6 +39,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     add_middleware(app, settings)
     for router in ROUTERS:
         app.include_router(router)
+    web.mount(app)
     return app
 
 
@@ -64,7 +65,7 @@ def add_middleware(app: FastAPI, settings: ServerSettings) -> None:
     refusals included; CORS headers go on refusals too, so a browser can read them; a request's key is checked
     before its body is read."""
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
-    app.add_middleware(RequireKey, keys=KeyRing(settings.api_keys))
+    app.add_middleware(RequireKey, keys=KeyRing(settings.api_keys), is_open=web.is_page)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])

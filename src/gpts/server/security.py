@@ -177,13 +177,14 @@ def bearer_key(scope: Scope) -> str | None:
 
 
 class RequireKey:
-    """ASGI middleware: a 401 for requests without an accepted key, on every path but /health."""
+    """ASGI middleware: a 401 for requests without an accepted key, on every path but /health and those `is_open`
+    lets through (the web page and its files: the page holds no data, the API it calls does)."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing):
-        self.app, self.keys = app, keys
+    def __init__(self, app: ASGIApp, keys: KeyRing, is_open: Callable[[str], bool] = lambda path: False):
+        self.app, self.keys, self.is_open = app, keys, is_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self.is_open(scope["path"]):
             refusal = await run_in_threadpool(self.keys.refusal, bearer_key(scope))
             if refusal is not None:
                 await error_response(refusal)(scope, receive, send)
