@@ -5,6 +5,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -91,3 +95,23 @@ def tiny_model(out: Path, context_length: int = 128) -> Path:
     config = Config.from_name("llama-nano", vocab_size=tok.vocab_size, context_length=context_length)
     save_native(Checkpoint(config, GPT(config).state_dict(), tok, {}), out)
     return out
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """Serve `app` with uvicorn (lifespan included) until the block ends: its base URL, http://127.0.0.1:PORT."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start (its error is in the log above)")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()

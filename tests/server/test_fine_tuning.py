@@ -19,7 +19,7 @@ from gpts.server.app import ServerSettings, create_app
 from gpts.store.db import connect
 from gpts.tokenizer import Tokenizer
 
-from conftest import running
+from helpers import running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CHATS = EXAMPLES / "chats.jsonl"

@@ -8,7 +8,7 @@ import httpx2 as httpx
 import pytest
 
 from gpts.server.app import ServerSettings, create_app
-from helpers import tiny_model
+from helpers import running, tiny_model
 from test_store_api import ok, refused
 
 ROWS = [{"text": f"review number {i} is {'good' if i % 2 else 'bad'}", "label": "good" if i % 2 else "bad"}
@@ -116,8 +116,6 @@ def test_a_tune_that_cannot_run_ends_its_stream_with_the_error(api, model_dir):
 def test_closing_the_stream_stops_the_tuning(api, model_dir, sentiment, gpts_home):
     """A tuning of 100 steps, left at its first: it stops at its next step (the server it ran on waits for its
     worker thread to end), and the GPT is as it was."""
-    from conftest import running
-
     with (running(create_app(ServerSettings(models=[str(model_dir)]))) as url,
           httpx.stream("POST", f"{url}/v1/gpts/{sentiment}/tune", json={"n_epochs": 50, "batch_size": 1},
                        timeout=120) as response):

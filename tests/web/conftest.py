@@ -66,11 +66,18 @@ def server(tmp_path_factory, bundled_gguf):
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory, bundled_gguf):
+def another_server(tmp_path_factory, bundled_gguf):
+    """another_server(name, *options): a context manager running one more `gpts serve --port 0 OPTIONS` with its
+    own user directory; its base URL."""
+    return lambda name, *options: _serve(tmp_path_factory, name, *options)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(another_server):
     """(base URL, key) of a second `gpts serve --api-key KEY`, with its own user directory: every API call needs the
     key there, the pages themselves do not."""
     key = secrets.token_urlsafe(16)
-    with _serve(tmp_path_factory, "web-keyed", "--api-key", key) as url:
+    with another_server("web-keyed", "--api-key", key) as url:
         yield url, key
 
 

@@ -14,8 +14,6 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from conftest import ACTION_TIMEOUT_MS, _serve
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "larkspur"
 ANSWER_MS = 120_000
@@ -24,9 +22,9 @@ pytestmark = pytest.mark.skipif(os.environ.get("GPTS_DOCS") != "1", reason="set 
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory, bundled_gguf):
+def fresh(another_server):
     """A server with a store of its own, holding the Larkspur HR helper (knowledge, evaluation set, a score)."""
-    with _serve(tmp_path_factory, "web-docs") as url:
+    with another_server("web-docs") as url:
         spec = yaml.safe_load((EXAMPLE / "hr.yaml").read_text())
         knowledge, evaluation = spec.pop("knowledge"), spec.pop("evaluation")
         with httpx2.Client(base_url=url, timeout=300) as api:
@@ -43,7 +41,7 @@ def fresh(tmp_path_factory, bundled_gguf):
 @pytest.fixture
 def tab(browser, fresh):
     context = browser.new_context(base_url=fresh, viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    context.set_default_timeout(ANSWER_MS)
     yield context.new_page()
     context.close()
 
