@@ -21,13 +21,13 @@ import gpts
 PROMPT = "The history of the Roman empire is"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--top", type=int, default=12)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     lm = gpts.load(args.model, args.dtype)
 
@@ -56,6 +56,7 @@ def main() -> None:
         print(f"{name[:39]:<40}{ms / n:>10.2f}{calls[name] / n:>13.1f}{ms / n / wall_ms:>8.1%}")
     print(f"{'(all operators)':<40}{ops_ms:>10.2f}{sum(calls.values()) / n:>13.1f}{ops_ms / wall_ms:>8.1%}")
     print(f"{'(outside operators: Python, engine)':<40}{wall_ms - ops_ms:>10.2f}{'':>13}{1 - ops_ms / wall_ms:>8.1%}")
+    return {"tokens_per_s": n / plain, "ms_per_token": wall_ms, "operators_ms_per_token": ops_ms}
 
 
 if __name__ == "__main__":
