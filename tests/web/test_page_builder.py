@@ -162,6 +162,38 @@ def test_evaluate_and_tune(page: Page, shot, server: str, tmp_path: Path):
     shot(page, "tuned")
 
 
+def test_leaving_unsaved_changes_asks_first(page: Page, shot):
+    """A link or the back button away from a draft with unsaved changes asks; cancelled, the draft stays as it was."""
+    page.goto("/store")
+    page.get_by_role("link", name="Builder").click()
+    page.get_by_label("Name", exact=True).fill("A draft not saved")
+    asked = []
+
+    def answer(accept: bool):
+        def handle(dialog):
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))
+    page.get_by_role("link", name="Chat", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/builder$"))
+    page.once("dialog", answer(False))
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/builder$"))
+    expect(page.get_by_label("Name", exact=True)).to_have_value("A draft not saved")
+    assert len(asked) == 2 and all("not saved" in question for question in asked)
+    shot(page, "kept")
+
+    page.once("dialog", answer(True))
+    page.get_by_role("link", name="Store", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/store$"))
+    page.get_by_role("link", name="Builder").click()  # an empty form: nothing to lose, nothing asked
+    page.get_by_role("link", name="Models").click()
+    expect(page).to_have_url(re.compile(r"/models$"))
+    assert len(asked) == 3
+
+
 def test_phone_layout_dark(phone: Page, shot):
     phone.emulate_media(color_scheme="dark")
     phone.goto("/builder")

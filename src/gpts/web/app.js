@@ -16,16 +16,37 @@ const ROUTES = [
 const root = document.getElementById("page");
 let teardown = null;
 let shown = 0;  // which navigation is current: a slow page that finishes late does not draw over a newer one
+let here = location.href;  // the address shown: where the back button returns to when leaving is cancelled
+let leaving = null;  // the page's question before it is left (unsaved work), or null: see guardLeaving
 
 export async function navigate(url, { replace = false } = {}) {
   history[replace ? "replaceState" : "pushState"](null, "", url);
   await show();
 }
 
+// A page that changes its own address (a search, a selected job, a saved GPT's slug): no new page is drawn.
+export function setAddress(url, { replace = true } = {}) {
+  history[replace ? "replaceState" : "pushState"](null, "", url);
+  here = location.href;
+}
+
+// A page with work not yet saved: `question()` returns what to ask before the page is left (a link, the back button,
+// a reload, closing the tab), or null when nothing would be lost. Each new page starts without one.
+export function guardLeaving(question) {
+  leaving = question;
+}
+
+function mayLeave() {
+  const question = leaving?.();
+  return !question || confirm(question);
+}
+
 async function show() {
   const url = new URL(location.href);
   const route = ROUTES.find(([pattern]) => pattern.test(url.pathname));
   const current = ++shown;
+  here = location.href;
+  leaving = null;
   if (teardown) teardown();
   teardown = null;
   for (const link of document.querySelectorAll("header nav a")) {
@@ -60,10 +81,17 @@ document.addEventListener("click", (event) => {
   const link = event.target.closest("a[data-link]");
   if (!link || event.defaultPrevented || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
   event.preventDefault();
+  if (!mayLeave()) return;
   navigate(link.getAttribute("href"));
   root.focus({ preventScroll: true });  // keyboard and screen reader users land on the new page
 });
-window.addEventListener("popstate", show);
+window.addEventListener("popstate", () => {
+  if (mayLeave()) show();
+  else history.pushState(null, "", here);  // the browser moved already: back to the page being kept
+});
+window.addEventListener("beforeunload", (event) => {
+  if (leaving?.()) event.preventDefault();  // the browser asks in its own words
+});
 
 // The API key: asked for when the server answers 401, kept for this tab only.
 const dialog = document.getElementById("key-dialog");

@@ -10,6 +10,7 @@
 // Read top down: builder() makes the page's parts and ties them together; then each part in turn (the form, the
 // save bar, the knowledge panel, the evaluation panel, the preview), then the pieces they are made of.
 import { api, errorText, events, upload } from "../api.js";
+import { guardLeaving, setAddress } from "../app.js";
 import { chatView } from "../chatview.js";
 import { capitalize, failure, field, formatBytes, formatNumber, h, plural, toast } from "../ui.js";
 
@@ -114,6 +115,10 @@ function builder(root, { limits, models, gpt: loadedGpt }) {
   form.fill(gpt ? gpt.spec : NEW_SPEC);
   showGpt();
   update();
+  const untouched = canonical(form.draftSpec());  // a new GPT's empty form, as the draft says it
+  guardLeaving(() => (gpt ? Object.keys(changedFields(form.draftSpec(), gpt.spec)).length
+                          : canonical(form.draftSpec()) !== untouched)
+    ? "This GPT has changes that are not saved. Leave and lose them?" : null);
 
   // After each change to the saved GPT (and once at the start): what depends on whether it exists and its version.
   function showGpt() {
@@ -339,7 +344,7 @@ function saveBar(ctx, form, onPreview) {
     return attempt(async () => {
       const slug = form.slug();
       const created = await api("/v1/gpts", { body: { ...form.draftSpec(), ...(slug && { slug }) } });
-      history.replaceState(null, "", `/builder/${enc(created.slug)}`);
+      setAddress(`/builder/${enc(created.slug)}`);
       form.fill(created.spec);  // as the server keeps it: the defaults of what was left empty filled in
       ctx.saved(created, `${why ? `${why} ` : ""}Saved “${created.spec.name}” as ${created.slug}.`);
     });

@@ -8,6 +8,7 @@
 // function below takes; the model picker; the settings; the conversation shown (start, open, rename, delete); the
 // saving of its turns, in order; the conversation list; the address; the side panels and the layout.
 import { api, errorText, events } from "../api.js";
+import { setAddress } from "../app.js";
 import { chatView } from "../chatview.js";
 import { failure, field, formatDate, h, toast } from "../ui.js";
 
@@ -144,7 +145,7 @@ function conversation({ id = null, model, title = "" }) {
 // A new conversation; `how`: how the address becomes /?model=MODEL ("push", "replace"; null: it stays).
 function startChat(page, model, how = null) {
   page.chat = conversation({ model });
-  setAddress(modelAddress(model), how);
+  changeAddress(modelAddress(model), how);
   showModel(page, model);
   page.view.setMessages([]);
   showTitle(page);
@@ -247,7 +248,7 @@ async function save(page, at) {
     while (at.unsaved.length) {
       if (!at.id) {
         at.id = (await api("/v1/conversations", { body: { model: at.model } })).id;
-        if (at === page.chat) setAddress(conversationAddress(at.id), "replace");
+        if (at === page.chat) changeAddress(conversationAddress(at.id), "replace");
       }
       const turns = `/v1/conversations/${encodeURIComponent(at.id)}/turns`;
       at.title = (await api(turns, { body: turnBody(at.unsaved[0]) })).title;
@@ -299,7 +300,7 @@ function openListed(page, event) {
   if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
   event.preventDefault();
   if (link.dataset.id === page.chat.id) return;
-  setAddress(link.getAttribute("href"), "push");
+  changeAddress(link.getAttribute("href"), "push");
   openChat(page, link.dataset.id);
 }
 
@@ -324,9 +325,8 @@ const conversationAddress = (id) => `/?c=${encodeURIComponent(id)}`;
 const leaving = (chat) => (chat.id || chat.unsaved.length ? "push" : "replace");
 
 // how: "push" (a new history entry), "replace", or null (the address stays).
-function setAddress(address, how) {
-  if (how === "push") history.pushState(null, "", address);
-  if (how === "replace") history.replaceState(null, "", address);
+function changeAddress(address, how) {
+  if (how) setAddress(address, { replace: how === "replace" });
 }
 
 // -- the side panels and the layout -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // accuracy curves, messages and checkpoints; cancel it, or chat with the model it made. All through OpenAI's Files
 // and Fine-tuning APIs (gpts.server.routes.files and .fine_tuning), as any other client would.
 import { api, ApiError, errorText, upload } from "../api.js";
+import { setAddress } from "../app.js";
 import { chart } from "../chart.js";
 import { failure, field, formatBytes, formatDate, formatNumber, h, toast } from "../ui.js";
 
@@ -49,7 +50,7 @@ export async function render(root, params, url) {
   jobList.update(jobs.data);
 
   function select(id) {
-    history.replaceState(null, "", id ? `/fine-tuning?job=${encodeURIComponent(id)}` : "/fine-tuning");
+    setAddress(id ? `/fine-tuning?job=${encodeURIComponent(id)}` : "/fine-tuning");
     followed = id ? { id, view: jobView(id), known: new Set(), status: null } : null;
     detail.replaceChildren(followed ? followed.view.element : placeholder());
     jobList.mark(id);

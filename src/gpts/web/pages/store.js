@@ -2,7 +2,7 @@
 // bundle; /store/SLUG shows one GPT (its spec, files, score and versions) and rates, exports or deletes it. All of it
 // through the store's HTTP API (gpts.server.routes.store), as any other client would.
 import { api, ApiError, download, errorText, upload } from "../api.js";
-import { navigate } from "../app.js";
+import { navigate, setAddress } from "../app.js";
 import { capitalize, debounce, failure, field, formatBytes, formatDate, formatNumber, h, plural, toast }
   from "../ui.js";
 
@@ -56,7 +56,7 @@ async function renderStore(root, url) {
   async function update() {
     if (closed) return;  // a search typed just before leaving the page must not rewrite the next page's address
     Object.assign(query, { q: search.value.trim(), category: category.value, sort: sort.value });
-    history.replaceState(null, "", storeAddress(query));  // the search is the address: it can be shared
+    setAddress(storeAddress(query));  // the search is the address: it can be shared
     controller?.abort();
     controller = new AbortController();
     const { signal } = controller;
