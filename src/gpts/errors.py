@@ -20,6 +20,16 @@ class GptsWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints it as one 'Warning:' line)."""
 
 
+class LinesError(GptsError):
+    """A data file whose lines are not what they must be, with the problems as data for a program to show (the
+    server's 400 carries them as `errors`): {"kind", "description", "count", "lines" (the first few), "more_lines",
+    "detail" (of the first line), ...}, and one line that is right (`example_line`)."""
+
+    def __init__(self, problem: str, fix: str, problems: list[dict[str, Any]], example_line: str):
+        super().__init__(problem, fix)
+        self.problems, self.example_line = problems, example_line
+
+
 class NotFoundError(GptsError):
     """What was named does not exist (a GPT, one of its versions or files, a conversation): the server's 404."""
 

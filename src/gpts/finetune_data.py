@@ -49,7 +49,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from gpts.errors import GptsError
+from gpts.errors import GptsError, LinesError
 from gpts.events import Message, Meter, Report, ignore
 from gpts.fileio import JsonLine, read_jsonl
 from gpts.task import ClassificationTask, classification_messages
@@ -225,7 +225,7 @@ class _Problems:
 
     def adder(self, line: int) -> AddProblem:
         def add(name: str, detail: str) -> None:
-            found = self.found.setdefault(name, _Found(0, f"line {line}: {detail}", [], 0))
+            found = self.found.setdefault(name, _Found(0, detail, [], 0))
             found.count += 1
             if self._last.get(name) != line:
                 self._last[name] = line
@@ -237,13 +237,16 @@ class _Problems:
     def raise_if_any(self, path: Path, fmt: str) -> None:
         if not self.found:
             return
-        rows = [f"  {name}: {f.count} ({_lines_text(f.lines, f.n_lines)}): {ERRORS[name]}; e.g. {f.detail}"
-                for name, f in sorted(self.found.items(), key=lambda kv: list(ERRORS).index(kv[0]))]
+        found = sorted(self.found.items(), key=lambda kv: list(ERRORS).index(kv[0]))
+        rows = [f"  {name}: {f.count} ({_lines_text(f.lines, f.n_lines)}): {ERRORS[name]}; "
+                f"e.g. line {f.lines[0]}: {f.detail}" for name, f in found]
+        problems = [{"kind": name, "description": ERRORS[name], "count": f.count, "lines": f.lines,
+                     "more_lines": f.n_lines - len(f.lines), "detail": f.detail} for name, f in found]
         total = sum(f.count for f in self.found.values())
-        raise GptsError(f"{path} ({fmt} format, from its first line) has {total} error{'s' * (total != 1)}:\n"
-                        + "\n".join(rows),
-                        f"Fix those lines: each line must be one JSON object in the {fmt} format, like\n"
-                        f"  {EXAMPLE_LINES[fmt]}")
+        raise LinesError(f"{path} ({fmt} format, from its first line) has {total} error{'s' * (total != 1)}:\n"
+                         + "\n".join(rows),
+                         f"Fix those lines: each line must be one JSON object in the {fmt} format, like\n"
+                         f"  {EXAMPLE_LINES[fmt]}", problems, EXAMPLE_LINES[fmt])
 
 
 def _lines_text(lines: list[int], n_lines: int) -> str:

@@ -62,6 +62,12 @@ def test_a_file_with_bad_lines_is_refused_naming_them(start):
     assert "invalid_json: 1 (line 3)" in message and "example_missing_assistant_message: 1 (line 5)" in message
     assert str(store_dir()) not in message  # the file as the client named it, not where the server put it
     assert refused.value.param == "file"
+    problems = refused.value.body["errors"]  # the same, as data for a program to show
+    assert sorted((p["lines"], p["kind"], p["count"]) for p in problems) == [
+        ([3], "invalid_json", 1), ([5], "example_missing_assistant_message", 1)]
+    invalid = next(p for p in problems if p["kind"] == "invalid_json")
+    assert invalid["description"] == "the line is not valid JSON" and invalid["more_lines"] == 0
+    assert refused.value.body["example_line"].startswith('{"messages": [')
     assert kept_files() == [] and list(api.files.list()) == []
 
     with pytest.raises(openai.BadRequestError, match="empty.jsonl is empty"):

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gpts.errors import ConflictError, ContextTooLong, GptsError, NotFoundError
+from gpts.errors import ConflictError, ContextTooLong, GptsError, LinesError, NotFoundError
 from gpts.spec import SpecError
 
 log = logging.getLogger("gpts.server")
@@ -29,9 +29,10 @@ TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permi
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+        self.details = details  # more fields of the error object, beyond OpenAI's (a refused file's lines)
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -42,14 +43,15 @@ def not_found(message: str, param: str | None = None, code: str | None = None) -
     return ApiError(404, message, param, code)
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param,
-                      "code": code}}
+                      "code": code, **(details or {})}}
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.status, error.message, error.param, error.code), status_code=error.status,
-                        headers=error.headers)
+    return JSONResponse(error_body(error.status, error.message, error.param, error.code, error.details),
+                        status_code=error.status, headers=error.headers)
 
 
 def from_gpts_error(e: GptsError, param: str | None = None) -> ApiError:
@@ -57,7 +59,8 @@ def from_gpts_error(e: GptsError, param: str | None = None) -> ApiError:
     if param is None and isinstance(e, SpecError):
         param = e.field
     code = "context_length_exceeded" if isinstance(e, ContextTooLong) else None
-    return ApiError(status, f"{e.problem} {e.fix}".strip(), param, code)
+    details = {"errors": e.problems, "example_line": e.example_line} if isinstance(e, LinesError) else None
+    return ApiError(status, f"{e.problem} {e.fix}".strip(), param, code, details=details)
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:

@@ -9,9 +9,10 @@ export const apiKey = {
 };
 
 export class ApiError extends Error {
-  constructor(status, message, code = null, param = null) {
+  // `error`: the server's whole error object, for the fields beyond OpenAI's (a refused file's `errors`).
+  constructor(status, message, code = null, param = null, error = {}) {
     super(message);
-    Object.assign(this, { name: "ApiError", status, code, param });
+    Object.assign(this, { name: "ApiError", status, code, param, error });
   }
 }
 
@@ -31,7 +32,7 @@ async function errorOf(response) {
   } catch { /* not JSON: a proxy's page, say */ }
   if (response.status === 401) window.dispatchEvent(new CustomEvent("gpts:unauthorized"));
   return new ApiError(response.status, error.message || `${response.status} ${response.statusText}`,
-                      error.code, error.param);
+                      error.code, error.param, error);
 }
 
 async function send(path, { method, body, form, signal } = {}) {
@@ -118,7 +119,7 @@ export function upload(path, form, onProgress = () => {}) {
       const error = request.response?.error || {};
       if (request.status === 401) window.dispatchEvent(new CustomEvent("gpts:unauthorized"));
       reject(new ApiError(request.status, error.message || `${request.status} ${request.statusText}`,
-                          error.code, error.param));
+                          error.code, error.param, error));
     };
     request.send(form);
   });

@@ -176,33 +176,27 @@ function fileItem(file) {
       h("code", {}, file.id)));
 }
 
-// A refused file: the server lists each kind of problem with the lines that have it (gpts.finetune_data), as
-//   NAME (chat format, from its first line) has 2 errors:
-//     invalid_json: 1 (line 2): the line is not valid JSON; e.g. line 2: Expecting ',' delimiter, column 47
-//     ...; e.g. line 3: message 2 has role "bot" Fix those lines: ... like
-//     {"messages": ...}
-// shown here as a list by line. Any other refusal is shown as the server words it.
-const PROBLEM = /^\s+\w+: \d+ \((lines? (\d+)[^)]*)\): (.*?); e\.g\. (line \d+: .*)$/;
-const FIX = / (Fix those lines: [^]*)$/;
-
+// A refused file: the server's 400 lists each kind of problem with the lines that have it (`errors`, from
+// gpts.finetune_data) and a line that is right (`example_line`), shown here as a list by line. Any other refusal
+// is shown as the server words it.
 function fileProblems(error) {
-  const [, fix = ""] = error.message.split(FIX);
-  const lines = error.message.replace(FIX, "").split("\n");
-  const rows = lines.slice(1).map((line) => PROBLEM.exec(line));
-  if (!(error instanceof ApiError) || error.status !== 400 || !rows.length || rows.some((row) => !row)) {
-    return h("p", { class: "error-text" }, errorText(error));
-  }
-  const [fixText, example] = fix.split(/\n\s*/);
-  rows.sort((a, b) => a[2] - b[2]);
-  // Each row's detail is about the first line it names: said plainly where the row names that line alone.
+  const problems = error instanceof ApiError ? error.error.errors : null;
+  if (!problems?.length) return h("p", { class: "error-text" }, errorText(error));
+  const byLine = [...problems].sort((a, b) => a.lines[0] - b.lines[0]);
   return h("div", {},
-    h("p", { class: "error-text" }, lines[0]),
-    h("ul", {}, rows.map(([, where, first, what, detail]) => h("li", {},
-      h("strong", {}, where), `: ${what}`, h("br"),
-      h("small", { class: "muted" },
-        where === `line ${first}` ? detail.replace(/^line \d+: /, "") : `e.g. ${detail}`)))),
-    fixText && h("p", {}, fixText),
-    example && h("pre", {}, h("code", {}, example)));
+    h("p", { class: "error-text" }, error.message.split("\n")[0]),  // "NAME (chat format, ...) has N errors:"
+    h("ul", {}, byLine.map((p) => {
+      const alone = p.lines.length === 1 && !p.more_lines;  // the detail is about that line: said plainly
+      return h("li", {},
+        h("strong", {}, linesText(p)), `: ${p.description}`, h("br"),
+        h("small", { class: "muted" }, alone ? p.detail : `e.g. line ${p.lines[0]}: ${p.detail}`));
+    })),
+    h("p", {}, "Fix those lines: each line must be one JSON object like"),
+    h("pre", {}, h("code", {}, error.error.example_line)));
+}
+
+function linesText({ lines, more_lines: more }) {
+  return `line${lines.length + more === 1 ? "" : "s"} ${lines.join(", ")}${more ? ` and ${more} more` : ""}`;
 }
 
 // -- starting a job -----------------------------------------------------------------------------------------------
