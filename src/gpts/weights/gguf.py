@@ -357,6 +357,12 @@ def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
     return _metadata(_open(Path(path)))
 
 
+def read_gguf_summary(path: str | Path) -> tuple[dict[str, Any], int]:
+    """A GGUF file's metadata and its parameter count, from the header alone (no tensor is read)."""
+    reader = _open(Path(path))
+    return _metadata(reader), sum(int(t.n_elements) for t in reader.tensors)
+
+
 def read_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32, tokenizer: bool = True) -> Checkpoint:
     """A GGUF file's model as a Checkpoint: config, dequantized weights (in `dtype`), tokenizer
     (unless tokenizer=False, or the file has no vocabulary) and generation defaults."""

@@ -88,17 +88,12 @@ def _from_files(mref: ModelRef, mtime_ns: int | None) -> dict[str, Any]:
     from gpts.tokenizer import CHATML_TEMPLATE
 
     if mref.kind in ("bundled", "gguf"):
-        import gguf
+        from gpts.weights.gguf import read_gguf_summary
 
-        reader = gguf.GGUFReader(mref.path)  # the metadata and the tensors' shapes; the weights stay on disk
-
-        def field(key: str) -> Any:
-            found = reader.get_field(key)
-            return found.contents() if found is not None else None
-
-        arch = field("general.architecture")
-        about = {"parameters": sum(int(t.n_elements) for t in reader.tensors), "architecture": arch,
-                 "context_length": field(f"{arch}.context_length"), "chat_template": field("tokenizer.chat_template")}
+        meta, parameters = read_gguf_summary(mref.path)  # the header; the weights stay on disk
+        arch = meta.get("general.architecture")
+        about = {"parameters": parameters, "architecture": arch, "context_length": meta.get(f"{arch}.context_length"),
+                 "chat_template": meta.get("tokenizer.chat_template")}
     else:
         from gpts.api import describe_model
 
