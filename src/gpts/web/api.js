@@ -54,6 +54,13 @@ export async function api(path, options = {}) {
   return response.json();
 }
 
+// The models a server answers as, but its GPTs: /v1/models lists both, each GPT under its slug (/v1/gpts).
+export async function plainModels() {
+  const [models, gpts] = await Promise.all([api("/v1/models"), api("/v1/gpts")]);
+  const slugs = new Set(gpts.data.map((g) => g.slug));
+  return models.data.filter((m) => !slugs.has(m.id));
+}
+
 // A file to download (a .gpt bundle): the browser saves it under the server's name.
 export async function download(path) {
   const response = await send(path);

@@ -9,7 +9,7 @@
 //
 // Read top down: builder() makes the page's parts and ties them together; then each part in turn (the form, the
 // save bar, the knowledge panel, the evaluation panel, the preview), then the pieces they are made of.
-import { api, errorText, events, upload } from "../api.js";
+import { api, errorText, events, plainModels, upload } from "../api.js";
 import { guardLeaving, setAddress } from "../app.js";
 import { chatView } from "../chatview.js";
 import { capitalize, failure, field, formatBytes, formatNumber, h, plural, toast } from "../ui.js";
@@ -61,12 +61,10 @@ export async function render(root, [slug]) {
 }
 
 async function load(slug) {
-  const [limits, models, gpts, gpt] = await Promise.all([
-    api("/v1/gpt_spec"), api("/v1/models"), api("/v1/gpts"), slug ? api(`/v1/gpts/${enc(slug)}`) : null]);
-  const gptIds = new Set(gpts.data.map((g) => g.slug));
+  const [limits, models, gpt] = await Promise.all([
+    api("/v1/gpt_spec"), plainModels(), slug ? api(`/v1/gpts/${enc(slug)}`) : null]);
   // A GPT names a model that any gpts loads (gpts run, an exported bundle): not this server's ft:... ids.
-  const bases = models.data.map((m) => m.id).filter((id) => !gptIds.has(id) && !id.startsWith("ft:"));
-  return { limits, models: bases, gpt };
+  return { limits, models: models.map((m) => m.id).filter((id) => !id.startsWith("ft:")), gpt };
 }
 
 // -- the page -------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // Fine-tuning (/fine-tuning?job=ID): upload training files, start a job, and follow it live: its status, loss and
 // accuracy curves, messages and checkpoints; cancel it, or chat with the model it made. All through OpenAI's Files
 // and Fine-tuning APIs (gpts.server.routes.files and .fine_tuning), as any other client would.
-import { api, ApiError, errorText, upload } from "../api.js";
+import { api, ApiError, errorText, plainModels, upload } from "../api.js";
 import { setAddress } from "../app.js";
 import { chart } from "../chart.js";
 import { failure, field, formatBytes, formatDate, formatNumber, h, toast } from "../ui.js";
@@ -91,11 +91,9 @@ export async function render(root, params, url) {
   };
 }
 
-// Base models and fine-tuned ones, the models a job may start from: every model served but the GPTs (OpenAI names
-// fine-tuned models ft:BASE:SUFFIX:ID; GPTs and they alone otherwise have a parent model).
+// Base models and fine-tuned ones, the models a job may start from: every model served but the GPTs.
 async function baseModels() {
-  const { data } = await api("/v1/models");
-  return data.filter((m) => !m.parent || m.id.startsWith("ft:")).map((m) => m.id);
+  return (await plainModels()).map((m) => m.id);
 }
 
 // What is new about a followed job: the job, its events since the last round (newest first, page by page, until one
